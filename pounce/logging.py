@@ -1,0 +1,136 @@
+"""Log formatters whose output is byte-identical to Uvicorn's for the same records.
+
+The logger names (``uvicorn.error``, ``uvicorn.access``, ``uvicorn.asgi``) are kept on
+purpose elsewhere, and these classes keep Uvicorn's attribute and method names so
+logging configs and subclasses written for Uvicorn keep working.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import sys
+from copy import copy
+from typing import Callable, Literal
+
+from pounce._ansi import style as ansi_style
+
+TRACE_LOG_LEVEL = 5
+
+_Styler = Callable[[str], str]
+
+
+def _fg(colour: str) -> _Styler:
+    def styler(text: str) -> str:
+        return ansi_style(str(text), fg=colour)
+
+    return styler
+
+
+def _plain(text: str) -> str:
+    return str(text)
+
+
+# Width the level name is padded to after the colon ("INFO:     ", "WARNING:  ").
+_LEVEL_PAD = 8
+
+
+class ColourizedFormatter(logging.Formatter):
+    """Formatter that provides ``%(levelprefix)s`` and honours ``extra={"color_message": ...}``.
+
+    ``levelprefix`` is the level name (coloured when colours are on) followed by a colon
+    and padding; ``color_message`` replaces the plain message only when colours are on.
+    """
+
+    level_name_colors: dict[int, _Styler] = {
+        TRACE_LOG_LEVEL: _fg("blue"),
+        logging.DEBUG: _fg("cyan"),
+        logging.INFO: _fg("green"),
+        logging.WARNING: _fg("yellow"),
+        logging.ERROR: _fg("red"),
+        logging.CRITICAL: _fg("bright_red"),
+    }
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+    ) -> None:
+        # Anything other than an explicit bool (None, or a bad value from a dict config)
+        # means "colour when stdout is a terminal", which is what Uvicorn does.
+        if use_colors is True or use_colors is False:
+            self.use_colors = use_colors
+        else:
+            self.use_colors = sys.stdout.isatty()
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+
+    def color_level_name(self, level_name: str, level_no: int) -> str:
+        return self.level_name_colors.get(level_no, _plain)(level_name)
+
+    def should_use_colors(self) -> bool:
+        return True
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Work on a copy: other handlers may format the same record without colours.
+        recordcopy = copy(record)
+        levelname = recordcopy.levelname
+        separator = " " * (_LEVEL_PAD - len(levelname))
+        if self.use_colors:
+            levelname = self.color_level_name(levelname, recordcopy.levelno)
+            if "color_message" in recordcopy.__dict__:
+                recordcopy.msg = recordcopy.__dict__["color_message"]
+                recordcopy.__dict__["message"] = recordcopy.getMessage()
+        recordcopy.__dict__["levelprefix"] = levelname + ":" + separator
+        return super().formatMessage(recordcopy)
+
+
+class DefaultFormatter(ColourizedFormatter):
+    def should_use_colors(self) -> bool:
+        return sys.stderr.isatty()
+
+
+class AccessFormatter(ColourizedFormatter):
+    """Adds ``client_addr``, ``request_line`` and ``status_code`` (e.g. ``200 OK``).
+
+    Expects the record's args to be ``(client_addr, method, full_path, http_version,
+    status_code)``, which is what the HTTP protocols log on ``uvicorn.access``.
+    """
+
+    status_code_colours: dict[int, _Styler] = {
+        1: _fg("bright_white"),
+        2: _fg("green"),
+        3: _fg("yellow"),
+        4: _fg("red"),
+        5: _fg("bright_red"),
+    }
+
+    def get_status_code(self, status_code: int) -> str:
+        try:
+            status_phrase = http.HTTPStatus(status_code).phrase
+        except ValueError:
+            status_phrase = ""
+        status_and_phrase = f"{status_code} {status_phrase}"
+        if self.use_colors:
+            return self.status_code_colours.get(status_code // 100, _plain)(status_and_phrase)
+        return status_and_phrase
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        recordcopy = copy(record)
+        args = recordcopy.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client_addr, method, full_path, http_version, status_code = args
+            try:
+                status_text = self.get_status_code(int(status_code))  # type: ignore[call-overload]
+            except (TypeError, ValueError):
+                # A hand-written record with a non-numeric status: show it as given
+                # rather than failing the whole log call.
+                status_text = str(status_code)
+            request_line = f"{method} {full_path} HTTP/{http_version}"
+            if self.use_colors:
+                request_line = ansi_style(request_line, bold=True)
+            recordcopy.__dict__.update(
+                {"client_addr": client_addr, "request_line": request_line, "status_code": status_text}
+            )
+        return super().formatMessage(recordcopy)
