@@ -1,0 +1,175 @@
+"""Pounce vs Uvicorn (and optionally Hypercorn, Granian), one worker each, side by side.
+
+Issue 2: same app, one worker, ``--no-access-log``, keep-alive, 50 connections, ``wrk`` on the
+other core.  Target on a GIL build with the default asyncio loop, hello-world plaintext:
+Pounce >= 3x ``uvicorn --http h11`` and >= 1.2x ``uvicorn --http httptools --loop uvloop``.
+
+Servers run one at a time, interleaved within each round (the order rotates every round),
+and the report gives each server's median req/s and p99 over the rounds.
+
+    python3 benchmarks/http_bench.py                 # 3 rounds x 10 s
+    python3 benchmarks/http_bench.py --quick         # 1 round x 3 s
+    python3 benchmarks/http_bench.py --granian --hypercorn --json out.json
+    python3 benchmarks/http_bench.py --python "$(../shared/tools/free-threaded-python)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import _harness as h  # noqa: E402
+from benchmarks.apps import EXPECTED_BODIES  # noqa: E402
+
+POUNCE = "pounce"
+POUNCE_H11 = "pounce-h11"
+UVICORN_H11 = "uvicorn-h11"
+UVICORN_FAST = "uvicorn-httptools-uvloop"
+HYPERCORN = "hypercorn"
+GRANIAN = "granian"
+ALL_SERVERS = (POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST, HYPERCORN, GRANIAN)
+# (pounce variant, peer, minimum ratio) from issue 2; defined for a GIL build + asyncio + hello.
+TARGETS = ((POUNCE, UVICORN_H11, 3.0), (POUNCE, UVICORN_FAST, 1.2))
+
+
+def build_specs(names: Sequence[str], app: str, pounce_python: str, peer_python: str | None) -> list[h.ServerSpec]:
+    specs = []
+    for name in names:
+        if name == POUNCE:
+            specs.append(h.pounce_spec(pounce_python, app, name=POUNCE))  # default (fast) parser
+        elif name == POUNCE_H11:
+            specs.append(h.pounce_spec(pounce_python, app, name=POUNCE_H11, http="h11"))
+        else:
+            assert peer_python is not None
+            if name == UVICORN_H11:
+                specs.append(h.uvicorn_spec(peer_python, app, name=name, http="h11", loop="asyncio"))
+            elif name == UVICORN_FAST:
+                specs.append(h.uvicorn_spec(peer_python, app, name=name, http="httptools", loop="uvloop"))
+            elif name == HYPERCORN:
+                specs.append(h.hypercorn_spec(peer_python, app))
+            elif name == GRANIAN:
+                specs.append(h.granian_spec(peer_python, app))
+    return specs
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.add_common_arguments(parser, default_rounds=3, default_duration=10.0)
+    parser.add_argument("--hypercorn", action="store_true", help="also run hypercorn (asyncio worker)")
+    parser.add_argument("--granian", action="store_true", help="also run granian (ASGI, 1 worker)")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated subset of servers to run: {','.join(ALL_SERVERS)}")
+    return parser.parse_args(argv), parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, parser = parse_args(argv)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ALL_SERVERS]
+        if unknown or not names:
+            parser.error(f"--only: unknown server(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(ALL_SERVERS)}")
+    else:
+        names = [POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST]
+        names += [HYPERCORN] if args.hypercorn else []
+        names += [GRANIAN] if args.granian else []
+    try:
+        cpus = h.CpuPlan.from_args(args.cpus_server, args.cpus_load, server_share="one")
+    except h.BenchError as exc:
+        parser.error(str(exc))
+    settings, rounds = h.settings_from_args(parser, args, cpus)
+    try:
+        return run(names, args, cpus, settings, rounds)
+    except h.BenchError as exc:
+        h.log(f"[bench] error: {exc}")
+        return 1
+
+
+def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, settings: h.LoadSettings,
+        rounds: int) -> int:
+    machine = h.machine_info()
+    pounce_python = h.ensure_pounce_python(args.python)
+    pounce_info = h.python_info(pounce_python, ("h11", "click"))
+    needs_peers = any(n not in (POUNCE, POUNCE_H11) for n in names)
+    peer_python = h.ensure_bench_venv(args.peer_python) if needs_peers else None
+    peer_info = h.python_info(peer_python) if peer_python else None
+    peer_versions = h.package_versions(peer_python, ("uvicorn", "httptools", "uvloop", "hypercorn", "granian")) \
+        if peer_python else {}
+
+    header = list(h.header_lines(machine, pounce_info, peer_info, peer_versions, cpus, settings, rounds))
+    for line in header:
+        print(line)
+    print(flush=True)
+
+    specs = build_specs(names, settings.app, pounce_python, peer_python)
+    results = h.run_interleaved(specs, cpus, settings, rounds=rounds, expected_body=EXPECTED_BODIES[settings.app])
+    summaries = {s.server: s for s in h.summarise(results)}
+
+    print()
+    rows = []
+    for name in names:
+        s = summaries[name]
+        if s.ok:
+            rows.append([name, f"{s.median_rps:,.0f}", f"{s.median_p99_ms:.2f}", h.mib(s.median_rss_bytes),
+                         str(s.errors), f"{s.ok_runs}/{s.runs}"])
+        else:
+            rows.append([name, "FAILED", "-", "-", "-", f"0/{s.runs}"])
+    print(h.format_table(["server (1 worker)", "req/s (median)", "p99 ms", "RSS MiB", "errors", "runs"], rows))
+
+    ratios: dict[str, dict[str, float | None]] = {}
+    peers = [n for n in names if n not in (POUNCE, POUNCE_H11)]
+    mine = [n for n in names if n in (POUNCE, POUNCE_H11)]
+    if mine and peers:
+        print()
+        ratio_rows = []
+        for p in mine:
+            ratios[p] = {peer: h.ratio(summaries[p].median_rps, summaries[peer].median_rps) for peer in peers}
+            ratio_rows.append([p, *(h.fmt_ratio(ratios[p][peer]) for peer in peers)])
+        print(h.format_table(["req/s ratio", *(f"/ {peer}" for peer in peers)], ratio_rows))
+
+    targets: list[dict[str, Any]] = []
+    note = ""
+    if pounce_info.free_threaded_build or settings.app != "hello":
+        note = " (targets are defined for a GIL build and the hello app; shown for reference)"
+    for mine_name, peer, minimum in TARGETS:
+        if mine_name in ratios and peer in ratios[mine_name]:
+            value = ratios[mine_name][peer]
+            targets.append({"pounce": mine_name, "peer": peer, "target": minimum, "ratio": value,
+                            "verdict": h.verdict(value, minimum)})
+    if targets:
+        print(f"\nIssue 2 targets{note}:")
+        for t in targets:
+            print(f"  {t['pounce']} / {t['peer']} >= {t['target']:.1f}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}")
+
+    failures = [s for s in summaries.values() if not s.ok]
+    for s in failures:
+        print(f"\n{s.server} FAILED: {s.error}")
+
+    if args.json_path:
+        payload: dict[str, Any] = {
+            "benchmark": "http_bench",
+            "machine": machine,
+            "pounce_python": pounce_info.as_json(),
+            "peer_python": peer_info.as_json() if peer_info else None,
+            "peer_versions": peer_versions,
+            "cpus": {"server": list(cpus.server), "load": list(cpus.load)},
+            "settings": settings,
+            "rounds": rounds,
+            "summary": [summaries[n] for n in names],
+            "ratios": ratios,
+            "targets": targets,
+            "runs": results,
+        }
+        h.write_json(args.json_path, payload)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
