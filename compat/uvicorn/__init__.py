@@ -1,0 +1,26 @@
+"""``uvicorn``, backed by Pounce.
+
+This package lets code and tooling written for Uvicorn run on Pounce unchanged: ``uvicorn.run``,
+``uvicorn.Config``, ``uvicorn.Server``, ``uvicorn.main:main``, ``uvicorn.workers.UvicornWorker`` and every
+``uvicorn.X`` module path resolve to Pounce's own objects (see ``_pounce_compat`` for how).
+"""
+
+from __future__ import annotations
+
+from uvicorn._pounce_compat import check_no_real_uvicorn, install_finder
+
+check_no_real_uvicorn()
+install_finder()
+
+import pounce as _pounce  # noqa: E402
+
+from uvicorn.config import Config  # noqa: E402
+from uvicorn.main import main, run  # noqa: E402
+from uvicorn.server import Server  # noqa: E402
+
+# The Uvicorn release whose interface this shim provides; tools that gate features on
+# `uvicorn.__version__` compare against Uvicorn's numbering, not Pounce's.
+__version__ = "0.54.0"
+__pounce_version__: str = _pounce.__version__
+
+__all__ = ["Config", "Server", "main", "run"]

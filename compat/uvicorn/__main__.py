@@ -1,0 +1,8 @@
+"""``python -m uvicorn`` runs Pounce's command line."""
+
+from __future__ import annotations
+
+from uvicorn.main import main
+
+if __name__ == "__main__":
+    main()
