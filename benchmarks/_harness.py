@@ -705,7 +705,7 @@ def run_interleaved(specs: Sequence[ServerSpec], cpus: CpuPlan, settings: LoadSe
                     log(f"[bench]     {m.requests_per_sec:,.0f} req/s, p99 {m.p99_ms:.2f} ms, "
                         f"RSS {m.rss_peak_bytes / 2**20:.1f} MiB, errors {m.errors}")
                 else:
-                    log(f"[bench]     FAILED: {m.error}")
+                    log(f"[bench]     FAILED: {m.error.splitlines()[0] if m.error else ''}")
                 results.append(m)
     return results
 
