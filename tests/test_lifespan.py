@@ -224,7 +224,8 @@ def test_lifespan_scope_asgi2() -> None:
         return instance
 
     async def main() -> None:
-        lifespan = make(ASGI2Middleware(asgi2app), "on", asgi_version="2.0")
+        wrapped = ASGI2Middleware(asgi2app)  # type: ignore[arg-type]
+        lifespan = make(wrapped, "on", asgi_version="2.0")
         await lifespan.startup()
         await lifespan.shutdown()
         assert not lifespan.should_exit

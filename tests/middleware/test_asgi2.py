@@ -27,7 +27,7 @@ class Asgi2App:
 
 
 async def test_asgi2_app_served_as_asgi3() -> None:
-    transport = httpx.ASGITransport(app=ASGI2Middleware(Asgi2App))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=ASGI2Middleware(Asgi2App))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.post("/path", content=b"data")
     assert response.status_code == 200
