@@ -161,6 +161,7 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
             "peer_versions": peer_versions,
             "cpus": {"server": list(cpus.server), "load": list(cpus.load)},
             "settings": settings,
+            "commands": {s.name: list(s.argv) for s in specs},
             "rounds": rounds,
             "summary": [summaries[n] for n in names],
             "ratios": ratios,

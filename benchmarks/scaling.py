@@ -142,6 +142,7 @@ def run(names: Sequence[str], worker_counts: Sequence[int], args: argparse.Names
             "peer_versions": peer_versions,
             "cpus": {"server": list(cpus.server), "load": list(cpus.load)},
             "settings": settings,
+            "commands": {f"{s.name} x{s.workers}": list(s.argv) for s in specs},
             "rounds": rounds,
             "workers": list(worker_counts),
             "summary": list(summaries.values()),
