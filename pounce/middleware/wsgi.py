@@ -164,6 +164,9 @@ class WSGIResponder:
                 future.result(timeout=_ABORT_POLL_S)
                 return
             except concurrent.futures.TimeoutError:
+                if future.done():
+                    # send() itself raised TimeoutError (the same class on 3.11+).
+                    raise
                 if self._aborted.is_set() or self.loop.is_closed():
                     future.cancel()
                     raise _ResponseAborted("the request was abandoned") from None

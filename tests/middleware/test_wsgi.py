@@ -301,6 +301,17 @@ async def test_failed_send_stops_the_app_and_closes_iterable() -> None:
     assert len(produced) <= 4
 
 
+async def test_send_raising_timeout_error_propagates() -> None:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        raise TimeoutError("write timed out")
+
+    with pytest.raises(TimeoutError, match="write timed out"):
+        await asyncio.wait_for(make(hello_world)(http_scope(), receive, send), 5)
+
+
 async def test_cancelled_request_stops_the_worker_thread() -> None:
     closed = threading.Event()
     release = threading.Event()
