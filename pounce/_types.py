@@ -46,3 +46,30 @@ ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, Optional[Tracebac
 Environ: TypeAlias = MutableMapping[str, Any]
 StartResponse: TypeAlias = Callable[[str, Iterable[tuple[str, str]], Optional[ExcInfo]], None]
 WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+# Uvicorn's per-message TypedDict names, as plain aliases: code (and the compat shim) that
+# imports them from Uvicorn's _types keeps importing and type-checking.
+ASGIVersions: TypeAlias = MutableMapping[str, Any]
+HTTPRequestEvent: TypeAlias = Message
+HTTPResponseDebugEvent: TypeAlias = Message
+HTTPResponseEarlyHintEvent: TypeAlias = Message
+HTTPResponseStartEvent: TypeAlias = Message
+HTTPResponseBodyEvent: TypeAlias = Message
+HTTPResponseTrailersEvent: TypeAlias = Message
+HTTPServerPushEvent: TypeAlias = Message
+HTTPDisconnectEvent: TypeAlias = Message
+WebSocketConnectEvent: TypeAlias = Message
+WebSocketAcceptEvent: TypeAlias = Message
+WebSocketReceiveEvent: TypeAlias = Message
+WebSocketSendEvent: TypeAlias = Message
+WebSocketResponseStartEvent: TypeAlias = Message
+WebSocketResponseBodyEvent: TypeAlias = Message
+WebSocketDisconnectEvent: TypeAlias = Message
+WebSocketCloseEvent: TypeAlias = Message
+WebSocketEvent: TypeAlias = Message
+LifespanStartupEvent: TypeAlias = Message
+LifespanShutdownEvent: TypeAlias = Message
+LifespanStartupCompleteEvent: TypeAlias = Message
+LifespanStartupFailedEvent: TypeAlias = Message
+LifespanShutdownCompleteEvent: TypeAlias = Message
+LifespanShutdownFailedEvent: TypeAlias = Message
