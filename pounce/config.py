@@ -1,0 +1,691 @@
+"""Configuration: the Uvicorn-compatible ``Config`` and the frozen ``ServerConfig`` it resolves to.
+
+``Config`` keeps Uvicorn's constructor and attributes so code written for Uvicorn works unchanged.
+``Config.load()`` imports the app, resolves every string option to the class or value it names,
+wraps the app in the middleware it needs and freezes the result into ``ServerConfig``. The running
+server, the protocols and the workers read ``ServerConfig`` only, so nothing can change under them
+while they run (and thread workers can share one without locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import logging
+import logging.config
+import os
+import socket
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from configparser import RawConfigParser
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pounce._types import ASGIApplication
+from pounce.importer import ImportFromStringError, import_from_string
+from pounce.logging import TRACE_LOG_LEVEL
+from pounce.middleware.asgi2 import ASGI2Middleware
+from pounce.middleware.message_logger import MessageLoggerMiddleware
+from pounce.middleware.proxy_headers import ProxyHeadersMiddleware
+from pounce.middleware.wsgi import WSGIMiddleware
+
+HTTPProtocolType = Literal["auto", "fast", "h11", "httptools", "zttp"]
+WSProtocolType = Literal["auto", "none", "wsproto", "websockets", "websockets-sansio"]
+LifespanType = Literal["auto", "on", "off"]
+LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop", "zuvloop"]
+InterfaceType = Literal["auto", "asgi3", "asgi2", "wsgi"]
+WorkerModeType = Literal["auto", "thread", "process"]
+
+LOG_LEVELS: dict[str, int] = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LOG_LEVEL,
+}
+HTTP_PROTOCOLS: dict[str, str] = {
+    "auto": "pounce.protocols.http.auto:AutoHTTPProtocol",
+    "fast": "pounce.protocols.http.fast_impl:FastHTTPProtocol",
+    "h11": "pounce.protocols.http.h11_impl:H11Protocol",
+}
+WS_PROTOCOLS: dict[str, str | None] = {
+    "auto": "pounce.protocols.websockets.auto:AutoWebSocketsProtocol",
+    "none": None,
+    "wsproto": "pounce.protocols.websockets.wsproto_impl:WSProtocol",
+}
+LIFESPAN: dict[str, str] = {
+    "auto": "pounce.lifespan.on:LifespanOn",
+    "on": "pounce.lifespan.on:LifespanOn",
+    "off": "pounce.lifespan.off:LifespanOff",
+}
+LOOP_FACTORIES: dict[str, str | None] = {
+    "none": None,
+    "auto": "pounce.loops:asyncio_loop_factory",
+    "asyncio": "pounce.loops:asyncio_loop_factory",
+}
+INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2", "wsgi"]
+WORKER_MODES: list[WorkerModeType] = ["auto", "thread", "process"]
+
+# Names of Uvicorn implementations that Pounce replaces with its own: accepted so existing command
+# lines keep working, mapped to our equivalent, and announced with one info line.
+IMPLEMENTATION_ALIASES: dict[str, dict[str, str]] = {
+    "http": {"httptools": "fast", "zttp": "fast"},
+    "ws": {"websockets": "wsproto", "websockets-sansio": "wsproto"},
+    "loop": {"uvloop": "asyncio", "zuvloop": "asyncio"},
+}
+
+SSL_PROTOCOL_VERSION: int = ssl.PROTOCOL_TLS_SERVER
+
+STARTUP_FAILURE = 3
+
+LOGGING_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "default": {
+            "()": "pounce.logging.DefaultFormatter",
+            "fmt": "%(levelprefix)s %(message)s",
+            "use_colors": None,
+        },
+        "access": {
+            "()": "pounce.logging.AccessFormatter",
+            "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        },
+    },
+    "handlers": {
+        "default": {
+            "formatter": "default",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "formatter": "access",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    # Uvicorn's logger names, on purpose: logging configs, filters and log pipelines written for
+    # Uvicorn keep working when the server underneath is Pounce.
+    "loggers": {
+        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
+
+logger = logging.getLogger("uvicorn.error")
+
+
+class ConfigError(ValueError):
+    """An option, or a combination of options, that cannot work. The CLI turns it into exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything the running server reads, resolved and frozen by ``Config.load()``."""
+
+    app: ASGIApplication
+    http_protocol_class: type[asyncio.Protocol]
+    ws_protocol_class: type[asyncio.Protocol] | None
+    lifespan_class: type[Any]
+    ssl: ssl.SSLContext | None
+    host: str
+    port: int
+    uds: str | None
+    fd: int | None
+    root_path: str
+    interface: str
+    asgi_version: Literal["2.0", "3.0"]
+    access_log: bool
+    # Headers added to every response (``server`` and ``--header`` ones), lower-cased and encoded.
+    default_headers: tuple[tuple[bytes, bytes], ...]
+    date_header: bool
+    limit_concurrency: int | None
+    limit_max_requests: int | None
+    limit_max_requests_jitter: int
+    backlog: int
+    timeout_keep_alive: float
+    timeout_request_header: float
+    timeout_graceful_shutdown: float | None
+    timeout_notify: float
+    timeout_worker_healthcheck: float
+    h11_max_incomplete_event_size: int | None
+    max_request_line_size: int
+    max_header_size: int
+    ws_max_size: int
+    ws_max_queue: int
+    ws_ping_interval: float | None
+    ws_ping_timeout: float | None
+    ws_per_message_deflate: bool
+    workers: int
+    worker_mode: str
+    reset_contextvars: bool
+    factory: bool
+
+
+def create_ssl_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str] | None,
+    password: str | None,
+    ssl_version: int,
+    cert_reqs: int,
+    ca_certs: str | os.PathLike[str] | None,
+    ciphers: str | None,
+    alpn_protocols: list[str] | None = None,
+) -> ssl.SSLContext:
+    """Build the server's TLS context (see ``pounce.tls`` for the checks and truststore support)."""
+    from pounce.tls import create_ssl_context as _create
+
+    return _create(certfile, keyfile, password, ssl_version, cert_reqs, ca_certs, ciphers, alpn_protocols)
+
+
+def is_dir(path: Path) -> bool:
+    try:
+        if not path.is_absolute():
+            path = path.resolve()
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def resolve_reload_patterns(patterns_list: list[str], directories_list: list[str]) -> tuple[list[str], list[Path]]:
+    """Split reload globs into patterns and the directories they name, dropping nested directories."""
+    directories: set[Path] = {Path(d) for d in directories_list}
+    patterns: list[str] = list(patterns_list)
+    cwd = Path.cwd()
+    for pattern in patterns_list:
+        # ".*" would otherwise match every hidden directory, which nobody means.
+        if pattern == ".*":
+            continue
+        if is_dir(Path(pattern)):
+            directories.add(Path(pattern))
+        else:
+            directories.update(match for match in cwd.glob(pattern) if is_dir(match))
+    resolved = {d.resolve() for d in directories}
+    resolved = {d for d in resolved if is_dir(d)}
+    # A directory inside another watched one would be watched twice.
+    nested = {d for d in resolved if any(other in d.parents for other in resolved)}
+    return list(set(patterns)), list(resolved - nested)
+
+
+def _normalize_dirs(dirs: list[str] | str | None) -> list[str]:
+    if dirs is None:
+        return []
+    if isinstance(dirs, str):
+        return [dirs]
+    return list(set(dirs))
+
+
+def _resolve_alias(kind: str, value: Any) -> Any:
+    if isinstance(value, str) and value in IMPLEMENTATION_ALIASES[kind]:
+        ours = IMPLEMENTATION_ALIASES[kind][value]
+        logger.info("--%s %s is a Uvicorn implementation; Pounce uses its own '%s' instead.", kind, value, ours)
+        return ours
+    return value
+
+
+class Config:
+    def __init__(
+        self,
+        app: ASGIApplication | Callable[..., Any] | str,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        uds: str | None = None,
+        fd: int | None = None,
+        loop: LoopFactoryType | str = "auto",
+        http: type[asyncio.Protocol] | HTTPProtocolType | str = "auto",
+        http2: bool = False,
+        ws: type[asyncio.Protocol] | WSProtocolType | str = "auto",
+        ws_max_size: int = 16 * 1024 * 1024,
+        ws_max_queue: int = 32,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
+        ws_per_message_deflate: bool = True,
+        lifespan: LifespanType = "auto",
+        env_file: str | os.PathLike[str] | None = None,
+        log_config: dict[str, Any] | str | os.PathLike[str] | RawConfigParser | IO[Any] | None = LOGGING_CONFIG,
+        log_level: str | int | None = None,
+        access_log: bool = True,
+        use_colors: bool | None = None,
+        interface: InterfaceType = "auto",
+        reload: bool = False,
+        reload_dirs: list[str] | str | None = None,
+        reload_delay: float = 0.25,
+        reload_includes: list[str] | str | None = None,
+        reload_excludes: list[str] | str | None = None,
+        workers: int | None = None,
+        proxy_headers: bool = True,
+        server_header: bool = True,
+        date_header: bool = True,
+        forwarded_allow_ips: list[str] | str | None = None,
+        root_path: str = "",
+        limit_concurrency: int | None = None,
+        limit_max_requests: int | None = None,
+        limit_max_requests_jitter: int = 0,
+        backlog: int = 2048,
+        timeout_keep_alive: int = 5,
+        timeout_notify: int = 30,
+        timeout_graceful_shutdown: int | None = None,
+        timeout_worker_healthcheck: int = 5,
+        callback_notify: Callable[..., Awaitable[None]] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile_password: str | None = None,
+        ssl_version: int = SSL_PROTOCOL_VERSION,
+        ssl_cert_reqs: int = ssl.CERT_NONE,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_ciphers: str | None = None,
+        ssl_context_factory: Callable[[Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        factory: bool = False,
+        h11_max_incomplete_event_size: int | None = None,
+        reset_contextvars: bool = False,
+        worker_mode: WorkerModeType | str = "auto",
+        timeout_request_header: float = 10.0,
+    ):
+        self.app = app
+        self.host = host
+        self.port = port
+        self.uds = uds
+        self.fd = fd
+        self.loop = loop
+        self.http = http
+        self.http2 = http2
+        self.ws = ws
+        self.ws_max_size = ws_max_size
+        self.ws_max_queue = ws_max_queue
+        self.ws_ping_interval = ws_ping_interval
+        self.ws_ping_timeout = ws_ping_timeout
+        self.ws_per_message_deflate = ws_per_message_deflate
+        self.lifespan = lifespan
+        self.log_config = log_config
+        self.log_level = log_level
+        self.access_log = access_log
+        self.use_colors = use_colors
+        self.interface = interface
+        self.reload = reload
+        self.reload_delay = reload_delay
+        self.workers = workers or 1
+        self.proxy_headers = proxy_headers
+        self.server_header = server_header
+        self.date_header = date_header
+        self.root_path = root_path
+        self.limit_concurrency = limit_concurrency
+        self.limit_max_requests = limit_max_requests
+        self.limit_max_requests_jitter = limit_max_requests_jitter
+        self.backlog = backlog
+        self.timeout_keep_alive = timeout_keep_alive
+        self.timeout_notify = timeout_notify
+        self.timeout_graceful_shutdown = timeout_graceful_shutdown
+        self.timeout_worker_healthcheck = timeout_worker_healthcheck
+        self.timeout_request_header = timeout_request_header
+        self.callback_notify = callback_notify
+        self.ssl_keyfile = ssl_keyfile
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile_password = ssl_keyfile_password
+        self.ssl_version = ssl_version
+        self.ssl_cert_reqs = ssl_cert_reqs
+        self.ssl_ca_certs = ssl_ca_certs
+        self.ssl_ciphers = ssl_ciphers
+        self.ssl_context_factory = ssl_context_factory
+        self.headers: list[tuple[str, str]] = headers or []
+        self.encoded_headers: list[tuple[bytes, bytes]] = []
+        self.factory = factory
+        self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
+        self.reset_contextvars = reset_contextvars
+        self.worker_mode = worker_mode
+
+        self.loaded = False
+        self.configure_logging()
+
+        self.reload_dirs: list[Path] = []
+        self.reload_dirs_excludes: list[Path] = []
+        self.reload_includes: list[str] = []
+        self.reload_excludes: list[str] = []
+
+        if (reload_dirs or reload_includes or reload_excludes) and not self.should_reload:
+            logger.warning(
+                "Current configuration will not reload as not all conditions are met, please refer to documentation."
+            )
+
+        if self.should_reload:
+            reload_dirs = _normalize_dirs(reload_dirs)
+            reload_includes = _normalize_dirs(reload_includes)
+            reload_excludes = _normalize_dirs(reload_excludes)
+
+            self.reload_includes, self.reload_dirs = resolve_reload_patterns(reload_includes, reload_dirs)
+            self.reload_excludes, self.reload_dirs_excludes = resolve_reload_patterns(reload_excludes, [])
+
+            for directory in list(self.reload_dirs):
+                for excluded in self.reload_dirs_excludes:
+                    if directory == excluded or excluded in directory.parents:
+                        if directory in self.reload_dirs:
+                            self.reload_dirs.remove(directory)
+
+            for pattern in self.reload_excludes:
+                if pattern in self.reload_includes:
+                    self.reload_includes.remove(pattern)
+
+            if not self.reload_dirs:
+                if reload_dirs:
+                    logger.warning(
+                        "Provided reload directories %s did not contain valid "
+                        + "directories, watching current working directory.",
+                        reload_dirs,
+                    )
+                self.reload_dirs = [Path.cwd()]
+
+            logger.info("Will watch for changes in these directories: %s", sorted(map(str, self.reload_dirs)))
+
+        if env_file is not None:
+            self._load_env_file(env_file)
+
+        if workers is None and "WEB_CONCURRENCY" in os.environ:
+            self.workers = int(os.environ["WEB_CONCURRENCY"])
+
+        self.forwarded_allow_ips: list[str] | str
+        if forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+        else:
+            self.forwarded_allow_ips = forwarded_allow_ips
+
+        if self.reload and self.workers > 1:
+            logger.warning('"workers" flag is ignored when reloading is enabled.')
+
+    @staticmethod
+    def _load_env_file(env_file: str | os.PathLike[str]) -> None:
+        logger.info("Loading environment from '%s'", env_file)
+        try:
+            from dotenv import load_dotenv
+        except ImportError:
+            _load_simple_env_file(env_file)
+        else:
+            load_dotenv(dotenv_path=env_file)
+
+    @property
+    def asgi_version(self) -> Literal["2.0", "3.0"]:
+        mapping: dict[str, Literal["2.0", "3.0"]] = {"asgi2": "2.0", "asgi3": "3.0", "wsgi": "3.0"}
+        return mapping[self.interface]
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_keyfile or self.ssl_certfile or self.ssl_context_factory)
+
+    @property
+    def use_subprocess(self) -> bool:
+        return bool(self.reload or self.workers > 1)
+
+    @property
+    def should_reload(self) -> bool:
+        return isinstance(self.app, str) and self.reload
+
+    def configure_logging(self) -> None:
+        logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+
+        if self.log_config is not None:
+            if isinstance(self.log_config, os.PathLike):
+                self.log_config = os.fspath(self.log_config)
+
+            if isinstance(self.log_config, dict):
+                if self.use_colors in (True, False):
+                    self.log_config["formatters"]["default"]["use_colors"] = self.use_colors
+                    self.log_config["formatters"]["access"]["use_colors"] = self.use_colors
+                logging.config.dictConfig(self.log_config)
+            elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(json.load(file))
+            elif isinstance(self.log_config, str) and self.log_config.endswith((".yaml", ".yml")):
+                try:
+                    import yaml
+                except ImportError as exc:
+                    raise ImportError("Install the PyYAML package to use `--log-config` with YAML files.") from exc
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(yaml.safe_load(file))
+            else:
+                # See the note about fileConfig() in the logging.config documentation.
+                logging.config.fileConfig(self.log_config, disable_existing_loggers=False)
+
+        if self.log_level is not None:
+            if isinstance(self.log_level, str):
+                log_level = LOG_LEVELS[self.log_level.lower()]
+            else:
+                log_level = self.log_level
+            logging.getLogger("uvicorn.error").setLevel(log_level)
+            logging.getLogger("uvicorn.access").setLevel(log_level)
+            logging.getLogger("uvicorn.asgi").setLevel(log_level)
+        if self.access_log is False:
+            logging.getLogger("uvicorn.access").handlers = []
+            logging.getLogger("uvicorn.access").propagate = False
+
+    def load_app(self) -> Any:
+        """Import the app and return it. Exits with STARTUP_FAILURE on failure."""
+        try:
+            return import_from_string(self.app)
+        except ImportFromStringError as exc:
+            logger.error("Error loading ASGI app. %s" % exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def _resolve_http(self) -> type[asyncio.Protocol]:
+        if self.http2:
+            raise ConfigError(
+                "HTTP/2 is not available in this version of Pounce yet; serve HTTP/1.1 (drop --http2) "
+                "or put an HTTP/2-terminating proxy in front."
+            )
+        http = _resolve_alias("http", self.http)
+        if isinstance(http, str):
+            cls: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS.get(http, http))
+            return cls
+        return http
+
+    def _resolve_ws(self) -> type[asyncio.Protocol] | None:
+        ws = _resolve_alias("ws", self.ws)
+        if isinstance(ws, str):
+            target = WS_PROTOCOLS.get(ws, ws)
+            if target is None:
+                return None
+            cls: type[asyncio.Protocol] | None = import_from_string(target)
+            return cls
+        return ws  # type: ignore[no-any-return]
+
+    def _create_ssl(self, alpn_protocols: list[str] | None) -> ssl.SSLContext | None:
+        def default_factory() -> ssl.SSLContext:
+            if not self.ssl_certfile:
+                raise RuntimeError(
+                    "`default_ssl_context_factory()` requires `ssl_certfile` to be set on `Config`. "
+                    "Either pass `ssl_certfile` (and optionally `ssl_keyfile`) or build the `SSLContext` "
+                    "directly inside `ssl_context_factory` without calling the default factory."
+                )
+            return create_ssl_context(
+                keyfile=self.ssl_keyfile,
+                certfile=self.ssl_certfile,
+                password=self.ssl_keyfile_password,
+                ssl_version=self.ssl_version,
+                cert_reqs=self.ssl_cert_reqs,
+                ca_certs=self.ssl_ca_certs,
+                ciphers=self.ssl_ciphers,
+                alpn_protocols=alpn_protocols,
+            )
+
+        if self.ssl_context_factory is not None:
+            context = self.ssl_context_factory(self, default_factory)
+            if not isinstance(context, ssl.SSLContext):
+                raise TypeError(f"`ssl_context_factory` must return an `ssl.SSLContext`, got {type(context).__name__}")
+            return context
+        if self.is_ssl:
+            return default_factory()
+        return None
+
+    def load(self) -> None:
+        assert not self.loaded
+
+        self.http_protocol_class = self._resolve_http()
+        alpn_protocols: list[str] | None = getattr(self.http_protocol_class, "alpn_protocols", None)
+        self.ssl: ssl.SSLContext | None = self._create_ssl(alpn_protocols)
+
+        encoded_headers = [(key.lower().encode("latin1"), value.encode("latin1")) for key, value in self.headers]
+        self.encoded_headers = (
+            [(b"server", b"pounce")] + encoded_headers
+            if b"server" not in dict(encoded_headers) and self.server_header
+            else encoded_headers
+        )
+
+        self.ws_protocol_class = self._resolve_ws()
+        self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
+
+        self.loaded_app = self.load_app()
+
+        try:
+            self.loaded_app = self.loaded_app()
+        except TypeError as exc:
+            if self.factory:
+                logger.error("Error loading ASGI app factory: %s", exc)
+                sys.exit(STARTUP_FAILURE)
+        else:
+            if not self.factory:
+                logger.warning(
+                    "ASGI app factory detected. Using it, but please consider setting the --factory flag explicitly."
+                )
+
+        if self.interface == "auto":
+            if inspect.isclass(self.loaded_app):
+                use_asgi_3 = hasattr(self.loaded_app, "__await__")
+            elif inspect.isfunction(self.loaded_app):
+                use_asgi_3 = inspect.iscoroutinefunction(self.loaded_app)
+            else:
+                call = getattr(self.loaded_app, "__call__", None)
+                use_asgi_3 = inspect.iscoroutinefunction(call)
+            self.interface = "asgi3" if use_asgi_3 else "asgi2"
+
+        if self.interface == "wsgi":
+            self.loaded_app = WSGIMiddleware(self.loaded_app)
+            self.ws_protocol_class = None
+        elif self.interface == "asgi2":
+            self.loaded_app = ASGI2Middleware(self.loaded_app)
+
+        if logger.getEffectiveLevel() <= TRACE_LOG_LEVEL:
+            self.loaded_app = MessageLoggerMiddleware(self.loaded_app)
+        if self.proxy_headers:
+            self.loaded_app = ProxyHeadersMiddleware(self.loaded_app, trusted_hosts=self.forwarded_allow_ips)
+
+        self.server_config = self.freeze()
+        self.loaded = True
+
+    def freeze(self) -> ServerConfig:
+        """Snapshot the loaded configuration into the immutable form the runtime reads."""
+        return ServerConfig(
+            app=self.loaded_app,
+            http_protocol_class=self.http_protocol_class,
+            ws_protocol_class=self.ws_protocol_class,
+            lifespan_class=self.lifespan_class,
+            ssl=self.ssl,
+            host=self.host,
+            port=self.port,
+            uds=self.uds,
+            fd=self.fd,
+            root_path=self.root_path,
+            interface=self.interface,
+            asgi_version=self.asgi_version,
+            access_log=self.access_log,
+            default_headers=tuple(self.encoded_headers),
+            date_header=self.date_header,
+            limit_concurrency=self.limit_concurrency,
+            limit_max_requests=self.limit_max_requests,
+            limit_max_requests_jitter=self.limit_max_requests_jitter,
+            backlog=self.backlog,
+            timeout_keep_alive=self.timeout_keep_alive,
+            timeout_request_header=self.timeout_request_header,
+            timeout_graceful_shutdown=self.timeout_graceful_shutdown,
+            timeout_notify=self.timeout_notify,
+            timeout_worker_healthcheck=self.timeout_worker_healthcheck,
+            h11_max_incomplete_event_size=self.h11_max_incomplete_event_size,
+            max_request_line_size=8 * 1024,
+            max_header_size=self.h11_max_incomplete_event_size or 64 * 1024,
+            ws_max_size=self.ws_max_size,
+            ws_max_queue=self.ws_max_queue,
+            ws_ping_interval=self.ws_ping_interval,
+            ws_ping_timeout=self.ws_ping_timeout,
+            ws_per_message_deflate=self.ws_per_message_deflate,
+            workers=self.workers,
+            worker_mode=str(self.worker_mode),
+            reset_contextvars=self.reset_contextvars,
+            factory=self.factory,
+        )
+
+    def setup_event_loop(self) -> None:
+        raise AttributeError(
+            "The `setup_event_loop` method was replaced by `get_loop_factory`; it is not meant to be called directly."
+        )
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        loop = _resolve_alias("loop", self.loop)
+        if loop in LOOP_FACTORIES:
+            target = LOOP_FACTORIES[loop]
+            if target is None:
+                return None
+            factory: Callable[..., Callable[[], asyncio.AbstractEventLoop]] = import_from_string(target)
+            return factory(use_subprocess=self.use_subprocess)
+        try:
+            custom: Callable[[], asyncio.AbstractEventLoop] = import_from_string(loop)
+            return custom
+        except ImportFromStringError as exc:
+            logger.error("Error loading custom loop setup function. %s" % exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def bind_socket(self) -> socket.socket:
+        """Bind the listening socket in this (parent) process, for supervisors that share it."""
+        logger_args: list[str | int]
+        if self.uds is not None:
+            path = self.uds
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+                os.chmod(self.uds, 0o666)
+            except OSError as exc:
+                logger.error(exc)
+                sys.exit(STARTUP_FAILURE)
+            message = "Pounce running on unix socket %s (Press CTRL+C to quit)"
+            color_message = "Pounce running on \033[1m%s\033[0m (Press CTRL+C to quit)"
+            logger_args = [self.uds]
+        elif self.fd is not None:
+            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+            message = "Pounce running on socket %s (Press CTRL+C to quit)"
+            color_message = "Pounce running on \033[1m%s\033[0m (Press CTRL+C to quit)"
+            logger_args = [sock.getsockname()]
+        else:
+            family = socket.AF_INET
+            addr_format = "%s://%s:%d"
+            if self.host and ":" in self.host:
+                family = socket.AF_INET6
+                addr_format = "%s://[%s]:%d"
+            sock = socket.socket(family=family)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                logger.error(exc)
+                sys.exit(STARTUP_FAILURE)
+            message = f"Pounce running on {addr_format} (Press CTRL+C to quit)"
+            color_message = "Pounce running on \033[1m" + addr_format + "\033[0m (Press CTRL+C to quit)"
+            protocol_name = "https" if self.is_ssl else "http"
+            logger_args = [protocol_name, self.host, sock.getsockname()[1]]
+        logger.info(message, *logger_args, extra={"color_message": color_message})
+        sock.set_inheritable(True)
+        return sock
+
+
+def _load_simple_env_file(env_file: str | os.PathLike[str]) -> None:
+    """``KEY=value`` lines, for when python-dotenv is not installed; existing variables win, as in dotenv."""
+    with open(env_file) as file:
+        for raw in file:
+            line = raw.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.removeprefix("export ").partition("=")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            os.environ.setdefault(key.strip(), value)

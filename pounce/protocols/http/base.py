@@ -1,0 +1,205 @@
+"""What both HTTP/1.1 protocols (our parser and h11) share: connection bookkeeping, timers,
+WebSocket hand-off, concurrency limits and starting the app task. The protocols add parsing and
+response framing on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from pounce._types import ASGI3Application
+from pounce.config import Config
+from pounce.logging import TRACE_LOG_LEVEL
+from pounce.protocols.http.cycle import RequestResponseCycle
+from pounce.protocols.http.flow_control import FlowControl, service_unavailable
+from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from pounce.server import ServerState
+
+NO_WS_LIBRARY_MESSAGE = "No supported WebSocket library detected. Install it with \"pip install 'pounce[ws]'\"."
+
+
+class BaseHTTPProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        cfg = config.server_config
+
+        self.config = config
+        self.app: ASGI3Application = cfg.app  # type: ignore[assignment]
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = logging.getLogger("uvicorn.error")
+        self.access_logger = logging.getLogger("uvicorn.access")
+        self.access_log = cfg.access_log and self.access_logger.hasHandlers()
+        self.ws_protocol_class = cfg.ws_protocol_class
+        self.root_path = cfg.root_path
+        self.limit_concurrency = cfg.limit_concurrency
+        self.app_state = app_state
+        self.asgi_version = cfg.asgi_version
+        self.timeout_keep_alive = cfg.timeout_keep_alive
+        self.timeout_request_header = cfg.timeout_request_header
+        self.reset_contextvars = cfg.reset_contextvars
+
+        # Shared server state
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+
+        # Per-connection state
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme: str = "http"
+        self.scope: dict[str, Any] = None  # type: ignore[assignment]
+        self.cycle: RequestResponseCycle | None = None
+        self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _trace(self, message: str) -> None:
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = "%s:%d - " % self.client if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%s" + message, prefix)
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self.server = get_local_addr(transport)
+        self.client = get_remote_addr(transport)
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._trace("HTTP connection made")
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._trace("HTTP connection lost")
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        self._cancel_header_timer()
+        self._unset_keepalive_if_required()
+        if exc is None and not self.transport.is_closing():
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def shutdown(self) -> None:
+        """Called by the server on shutdown: close idle connections, finish busy ones and then close."""
+        if self.cycle is None or self.cycle.response_complete:
+            self._close()
+        else:
+            self.cycle.keep_alive = False
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # Requests
+    def _select_app(self) -> ASGI3Application:
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            self.logger.warning("Exceeded concurrency limit.")
+            return service_unavailable
+        return self.app
+
+    def _run_cycle(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        coro: Coroutine[Any, Any, None] = cycle.run_asgi(app)
+        if self.reset_contextvars:
+            # Opt-in isolation: asyncio can leak context variables between tasks of one connection.
+            if sys.version_info >= (3, 11):
+                task = self.loop.create_task(coro, context=contextvars.Context())
+            else:
+                task = contextvars.Context().run(self.loop.create_task, coro)
+        else:
+            task = self.loop.create_task(coro)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _websocket_unavailable(self) -> bool:
+        """Handle an upgrade to WebSocket that no library can serve; True when it was answered here."""
+        self.logger.warning("Unsupported upgrade request.")
+        if self.config.ws == "none":
+            # WebSockets were switched off on purpose: the app gets the request as plain HTTP.
+            return False
+        self.logger.warning(NO_WS_LIBRARY_MESSAGE)
+        self._send_error(400, "WebSocket support is not installed (pip install 'pounce[ws]').")
+        return True
+
+    def _send_error(self, status: int, reason: str) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _handle_websocket_upgrade(self, raw_request: bytes) -> None:
+        """Hand the connection to the WebSocket protocol, replaying the request head to it."""
+        self._trace("Upgrading to WebSocket")
+        assert self.ws_protocol_class is not None
+        self.connections.discard(self)
+        self._cancel_header_timer()
+        self._unset_keepalive_if_required()
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        protocol.data_received(raw_request)
+        self.transport.set_protocol(protocol)
+
+    # Timers
+    def _arm_keepalive(self) -> None:
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def _unset_keepalive_if_required(self) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._close()
+
+    def _arm_header_timer(self) -> None:
+        # One deadline for the whole head, not per packet: a client trickling bytes cannot hold on.
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.timeout_request_header, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _waiting_for_head(self) -> bool:
+        """True while part of a request head has arrived and the rest has not."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        if self._waiting_for_head():
+            client = "%s:%d" % self.client if self.client else "client"
+            self.logger.warning("Request headers not received in time from %s.", client)
+            self._send_error(408, "Request headers not received in time.")
+        else:
+            self._close()

@@ -1,0 +1,250 @@
+"""One HTTP request/response cycle as the ASGI app sees it, shared by both HTTP/1.1 protocols.
+
+The ASGI side (``receive``/``send`` message validation, the response state machine, 100-continue,
+disconnects, errors turned into 500s, access logging) lives here once. How a response is framed
+on the wire is the protocol's business: each protocol subclasses ``RequestResponseCycle`` and
+implements the three ``write_*`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from pounce._types import ASGI3Application, Message, Scope
+from pounce.protocols.http.flow_control import FlowControl
+from pounce.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
+
+# RFC 9110 §5.1/§5.5: names are tokens; values carry no CTL but HTAB (CR/LF would split the response).
+INVALID_HEADER_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
+INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _status_line(status_code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status_code).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status_code, phrase)
+
+
+STATUS_LINE = {status_code: _status_line(status_code) for status_code in range(100, 600)}
+
+
+def status_phrase(status_code: int) -> bytes:
+    try:
+        return http.HTTPStatus(status_code).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def build_http_scope(
+    *,
+    method: bytes,
+    target: bytes,
+    http_version: str,
+    headers: list[tuple[bytes, bytes]],
+    root_path: str,
+    asgi_version: str,
+    server: tuple[str, int] | None,
+    client: tuple[str, int] | None,
+    scheme: str,
+    app_state: dict[str, Any],
+) -> Scope:
+    """The ASGI HTTP connection scope (ASGI HTTP spec 2.4) for one request."""
+    if target[:1] != b"/" and target != b"*":
+        # RFC 9112 §3.2.2: absolute-form ("http://host/path?q"); the app sees only path and query.
+        scheme_end = target.find(b"://")
+        path_start = target.find(b"/", scheme_end + 3) if scheme_end >= 0 else -1
+        if path_start < 0:
+            query_start = target.find(b"?")
+            target = b"/" + target[query_start:] if query_start >= 0 else b"/"
+        else:
+            target = target[path_start:]
+    raw_path, _, query_string = target.partition(b"?")
+    path = unquote(raw_path.decode("ascii"))
+    return {
+        "type": "http",
+        "asgi": {"version": asgi_version, "spec_version": "2.4"},
+        "http_version": http_version,
+        "server": server,
+        "client": client,
+        "scheme": scheme,
+        "method": method.decode("ascii"),
+        "root_path": root_path,
+        "path": root_path + path,
+        "raw_path": root_path.encode("ascii") + raw_path,
+        "query_string": query_string,
+        "headers": headers,
+        "state": app_state.copy(),
+    }
+
+
+class RequestResponseCycle:
+    """The ASGI ``receive``/``send`` pair of one request, and the state of its response."""
+
+    def __init__(
+        self,
+        scope: Scope,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        logger: logging.Logger,
+        access_logger: logging.Logger,
+        access_log: bool,
+        message_event: asyncio.Event,
+        on_response: Callable[[], None],
+        keep_alive: bool,
+        expect_100_continue: bool,
+    ) -> None:
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.logger = logger
+        self.access_logger = access_logger
+        self.access_log = access_log
+        self.message_event = message_event
+        self.on_response = on_response
+
+        # Connection state
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+
+        # Request state: body bytes not yet handed to the app, and whether more will come.
+        self.body = bytearray()
+        self.more_body = True
+        self._final_body_delivered = False
+
+        # Response state
+        self.response_started = False
+        self.response_complete = False
+
+    # ASGI exception wrapper
+    async def run_asgi(self, app: ASGI3Application) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
+        except BaseException as exc:
+            if isinstance(exc, ClientDisconnected) and self.disconnected:
+                # The client left and the app noticed while writing: nothing to report to anyone.
+                pass
+            else:
+                self.logger.error("Exception in ASGI application\n", exc_info=exc)
+                if not self.response_started:
+                    await self.send_500_response()
+                else:
+                    self.transport.close()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.logger.error("ASGI callable returned without starting response.")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _noop
+
+    async def send_500_response(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": b"Internal Server Error", "more_body": False})
+
+    # ASGI interface
+    async def send(self, message: Message) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+
+        message_type = message["type"]
+        if self.disconnected:
+            if message_type == "http.response.body":
+                # ASGI HTTP spec 2.4: sending on a closed connection raises an OSError subclass.
+                raise ClientDisconnected("The client disconnected before the response was complete.")
+            return
+
+        if not self.response_started:
+            if message_type != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
+            self.response_started = True
+            self.waiting_for_100_continue = False
+
+            status = message["status"]
+            headers = message.get("headers", [])
+            if self.access_log:
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(self.scope),
+                    self.scope["method"],
+                    get_path_with_query_string(self.scope),
+                    self.scope["http_version"],
+                    status,
+                )
+            self.write_response_start(status, headers)
+
+        elif not self.response_complete:
+            if message_type != "http.response.body":
+                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if not more_body:
+                self.response_complete = True
+                self.message_event.set()
+            self.write_body(body, more_body)
+
+        else:
+            raise RuntimeError(f"Unexpected ASGI message '{message_type}' sent, after response already completed.")
+
+        if self.response_complete:
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    async def receive(self) -> Message:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.write_continue()
+            self.waiting_for_100_continue = False
+
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            # Wait only when there is nothing to hand over yet; a bodyless request answers at once.
+            if not self.body and (self.more_body or self._final_body_delivered):
+                await self.message_event.wait()
+                self.message_event.clear()
+
+        if self.disconnected or self.response_complete or self._final_body_delivered:
+            return {"type": "http.disconnect"}
+
+        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        # What set the event has been handed over; the next wait must be for something new.
+        self.message_event.clear()
+        if not self.more_body:
+            self._final_body_delivered = True
+        return message
+
+    # Framing hooks, implemented by each protocol.
+    def write_continue(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def write_response_start(self, status: int, headers: Any) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+def _noop() -> None:
+    return None

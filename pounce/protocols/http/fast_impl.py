@@ -1,0 +1,299 @@
+"""Pounce's own HTTP/1.1 protocol: the default, pure-Python fast path.
+
+The hot path for a keep-alive request is: parse the head (``parser.parse_request_head``), build the
+scope, start the app task, and write the response head and body in one ``transport.write``. The
+head is held back from ``http.response.start`` until the first body message (or the next loop
+iteration, whichever comes first) so that most responses leave in a single buffer and the framing
+can use a ``Content-Length`` when the whole body is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pounce.config import Config
+from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.cycle import (
+    INVALID_HEADER_NAME,
+    INVALID_HEADER_VALUE,
+    STATUS_LINE,
+    RequestResponseCycle,
+    build_http_scope,
+)
+from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
+from pounce.protocols.http.parser import (
+    ChunkedReader,
+    ContentLengthReader,
+    ProtocolError,
+    parse_request_head,
+)
+from pounce.server import ServerState
+
+_ERROR_BODY = {400: b"Invalid HTTP request received."}
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+
+class FastCycle(RequestResponseCycle):
+    """Frames responses by hand: one buffer per response where the app allows it."""
+
+    def __init__(self, *args: Any, default_headers: bytes, method: bytes, http_version: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_headers = default_headers
+        self.is_head = method == b"HEAD"
+        self.http10 = http_version == "1.0"
+        self._head_parts: list[bytes] | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._chunked = False
+        self._length_left: int | None = None
+        self._body_allowed = True
+        self._framed = False
+
+    def write_continue(self) -> None:
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def write_response_start(self, status: int, headers: Any) -> None:
+        parts = [STATUS_LINE[status], self.default_headers]
+        close_sent = False
+        for name, value in headers:
+            if INVALID_HEADER_NAME.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if INVALID_HEADER_VALUE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            lname = name.lower()
+            if lname == b"content-length":
+                self._length_left = int(value)
+                self._framed = True
+            elif lname == b"transfer-encoding":
+                # The app asked for chunked framing: we do the encoding, it sends plain bytes.
+                self._chunked = self._framed = b"chunked" in value.lower()
+            elif lname == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+                close_sent = True
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if not self.keep_alive and not close_sent:
+            parts.append(b"connection: close\r\n")
+        # RFC 9110 §6.4.1: no content in 1xx, 204 and 304 responses, nor in any response to HEAD.
+        no_content = status < 200 or status in _NO_BODY_STATUSES
+        self._body_allowed = not (no_content or self.is_head)
+        if no_content:
+            self._framed = True
+        self._head_parts = parts
+        # If the app awaits something between start and body, the head still leaves promptly.
+        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_head)
+
+    def _finish_head(self, body: bytes, more_body: bool) -> bytes:
+        parts = self._head_parts
+        assert parts is not None
+        self._head_parts = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._framed:
+            if not more_body:
+                # The whole body is known: RFC 9112 §6.3 Content-Length framing, no chunking needed.
+                if body or not self.is_head:
+                    parts.append(b"content-length: %d\r\n" % len(body))
+            elif self.is_head:
+                pass
+            elif not self.http10:
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self._chunked = True
+            else:
+                # HTTP/1.0 has no chunked coding: the body ends when the connection does.
+                if self.keep_alive:
+                    self.keep_alive = False
+                    parts.append(b"connection: close\r\n")
+        if self.http10 and self.keep_alive:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _flush_head(self) -> None:
+        self._flush_handle = None
+        if self._head_parts is not None and not self.transport.is_closing():
+            self.transport.write(self._finish_head(b"", True))
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        head = self._finish_head(body, more_body) if self._head_parts is not None else b""
+        if not self._body_allowed:
+            data = b""
+        elif self._chunked:
+            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            data = body
+            if self._length_left is not None:
+                self._length_left -= len(body)
+                if self._length_left < 0:
+                    raise RuntimeError("Response content longer than Content-Length")
+                if not more_body and self._length_left > 0:
+                    raise RuntimeError("Response content shorter than Content-Length")
+        if head:
+            self.transport.write(head + data)
+        elif data:
+            self.transport.write(data)
+
+
+class FastHTTPProtocol(BaseHTTPProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        cfg = self.config.server_config
+        self.max_line = cfg.max_request_line_size
+        # Our parser reads whole heads, so the limit only bounds memory; llhttp-sized by default.
+        self.max_head = max(cfg.max_header_size, 96 * 1024)
+        self._buffer = bytearray()
+        self._body_reader: ContentLengthReader | ChunkedReader | None = None
+        self.cycle: FastCycle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        self._buffer += data
+        if self._body_reader is not None:
+            self._feed_body()
+        elif self.cycle is None:
+            self._handle_requests()
+        elif len(self._buffer) > HIGH_WATER_LIMIT:
+            # Pipelined requests pile up behind a slow response: stop reading until it completes.
+            self.flow.pause_reading()
+
+    def _waiting_for_head(self) -> bool:
+        return bool(self._buffer) and self.cycle is None
+
+    def _handle_requests(self) -> None:
+        buf = self._buffer
+        while self.cycle is None and buf and not self.transport.is_closing():
+            try:
+                parsed = parse_request_head(buf, self.max_line, self.max_head)
+            except ProtocolError as exc:
+                self._send_error(exc.status, exc.reason)
+                return
+            if parsed is None:
+                self._arm_header_timer()
+                return
+            head, body_start = parsed
+            self._cancel_header_timer()
+            raw_head = bytes(buf[:body_start]) if head.upgrade is not None else b""
+            del buf[:body_start]
+
+            self.scope = scope = build_http_scope(
+                method=head.method,
+                target=head.target,
+                http_version=head.http_version,
+                headers=head.headers,
+                root_path=self.root_path,
+                asgi_version=self.asgi_version,
+                server=self.server,
+                client=self.client,
+                scheme=self.scheme,
+                app_state=self.app_state,
+            )
+
+            if head.upgrade == b"websocket":
+                if self.ws_protocol_class is not None:
+                    pending = raw_head + bytes(buf)
+                    buf.clear()
+                    self._handle_websocket_upgrade(pending)
+                    return
+                if self._websocket_unavailable():
+                    return
+
+            app = self._select_app()
+            self.cycle = cycle = FastCycle(
+                scope,
+                self.transport,
+                self.flow,
+                self.logger,
+                self.access_logger,
+                self.access_log,
+                asyncio.Event(),
+                self.on_response_complete,
+                head.keep_alive,
+                head.expect_continue,
+                default_headers=self.server_state.default_headers_raw,
+                method=head.method,
+                http_version=head.http_version,
+            )
+            if head.chunked:
+                self._body_reader = ChunkedReader(self.max_line)
+            elif head.content_length:
+                self._body_reader = ContentLengthReader(head.content_length)
+            else:
+                cycle.more_body = False
+            self._run_cycle(cycle, app)
+            if self._body_reader is not None and buf:
+                self._feed_body()
+
+    def _feed_body(self) -> None:
+        reader = self._body_reader
+        cycle = self.cycle
+        assert reader is not None and cycle is not None
+        try:
+            data, done = reader.feed(self._buffer)
+        except ProtocolError as exc:
+            self._send_error(exc.status, exc.reason)
+            return
+        if done:
+            self._body_reader = None
+        if cycle.response_complete:
+            # The app answered without reading the whole body: drop the rest, then go on.
+            if done:
+                self._next_request()
+            return
+        if data:
+            cycle.body += data
+            if len(cycle.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+        if done:
+            cycle.more_body = False
+        if data or done:
+            cycle.message_event.set()
+
+    def _send_error(self, status: int, reason: str) -> None:
+        """Answer a request we cannot parse or serve, then close: the framing can no longer be trusted."""
+        self.logger.warning("Invalid HTTP request received.")
+        cycle = self.cycle
+        if (cycle is None or not cycle.response_started) and not self.transport.is_closing():
+            body = _ERROR_BODY.get(status, reason.encode())
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[status],
+                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: %d\r\n" % len(body),
+                        b"Connection: close\r\n\r\n",
+                        body,
+                    ]
+                )
+            )
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._body_reader = None
+        self._cancel_header_timer()
+        self._close()
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self._body_reader is not None:
+            # The rest of the request body is still to come; _feed_body drops it and moves on.
+            self.flow.resume_reading()
+            return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        self.cycle = None
+        self.flow.resume_reading()
+        if self._buffer:
+            self._handle_requests()
+        else:
+            self._arm_keepalive()

@@ -1,0 +1,221 @@
+"""HTTP/1.1 through h11 (``--http h11``): the reference-parser fallback to our own fast path."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+
+from pounce.config import Config
+from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.cycle import RequestResponseCycle, build_http_scope, status_phrase
+from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
+from pounce.server import ServerState
+
+# h11's own default; Uvicorn exposes it as --h11-max-incomplete-event-size.
+DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = 16 * 1024
+
+
+class H11Cycle(RequestResponseCycle):
+    """Frames responses with h11, which enforces the HTTP/1.1 rules on what the app sends."""
+
+    def __init__(self, *args: Any, conn: h11.Connection, default_headers: list[tuple[bytes, bytes]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.conn = conn
+        self.default_headers = default_headers
+
+    def write_continue(self) -> None:
+        event = h11.InformationalResponse(status_code=100, headers=[], reason="Continue")
+        self.transport.write(self.conn.send(event))
+
+    def write_response_start(self, status: int, headers: Any) -> None:
+        headers = self.default_headers + list(headers)
+        if not self.keep_alive and (b"connection", b"close") not in headers:
+            headers = headers + [(b"connection", b"close")]
+        response = h11.Response(status_code=status, headers=headers, reason=status_phrase(status))
+        self.transport.write(self.conn.send(response))  # type: ignore[arg-type]
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        data = b"" if self.scope["method"] == "HEAD" else body
+        output = self.conn.send(h11.Data(data=data))
+        if not more_body:
+            output += self.conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            if self.conn.our_state is h11.MUST_CLOSE:
+                self.keep_alive = False
+        if output:
+            self.transport.write(output)
+
+
+class H11Protocol(BaseHTTPProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        max_size = self.config.server_config.h11_max_incomplete_event_size
+        self.conn = h11.Connection(
+            h11.SERVER, max_size if max_size is not None else DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        )
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.cycle: H11Cycle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn.our_state != h11.ERROR:
+            try:
+                self.conn.send(h11.ConnectionClosed())
+            except h11.LocalProtocolError:
+                pass  # The client left mid-request.
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        self.conn.receive_data(data)
+        self.handle_events()
+
+    def _waiting_for_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+
+    def handle_events(self) -> None:
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
+                self._send_error(status, "Invalid HTTP request received.")
+                return
+
+            if event is h11.NEED_DATA:
+                if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+                    self._arm_header_timer()
+                break
+
+            elif event is h11.PAUSED:
+                # Pipelined requests wait until the current response completes.
+                self.flow.pause_reading()
+                break
+
+            elif isinstance(event, h11.Request):
+                self._cancel_header_timer()
+                self._unset_keepalive_if_required()
+                self.headers = [(key.lower(), value) for key, value in event.headers]
+                self.scope = scope = build_http_scope(
+                    method=event.method,
+                    target=event.target,
+                    http_version=event.http_version.decode("ascii"),
+                    headers=self.headers,
+                    root_path=self.root_path,
+                    asgi_version=self.asgi_version,
+                    server=self.server,
+                    client=self.client,
+                    scheme=self.scheme,
+                    app_state=self.app_state,
+                )
+                upgrade = self._get_upgrade()
+                if upgrade == b"websocket":
+                    if self.ws_protocol_class is not None:
+                        self._handle_websocket_upgrade(self._replay_request(event))
+                        return
+                    if self._websocket_unavailable():
+                        return
+
+                app = self._select_app()
+                self.cycle = H11Cycle(
+                    scope,
+                    self.transport,
+                    self.flow,
+                    self.logger,
+                    self.access_logger,
+                    self.access_log,
+                    asyncio.Event(),
+                    self.on_response_complete,
+                    True,
+                    self.conn.they_are_waiting_for_100_continue,
+                    conn=self.conn,
+                    default_headers=self.server_state.default_headers,
+                )
+                self._run_cycle(self.cycle, app)
+
+            elif isinstance(event, h11.Data):
+                if self.conn.our_state is h11.DONE or self.cycle is None:
+                    continue
+                self.cycle.body += event.data
+                if len(self.cycle.body) > HIGH_WATER_LIMIT:
+                    self.flow.pause_reading()
+                self.cycle.message_event.set()
+
+            elif isinstance(event, h11.EndOfMessage):
+                if self.conn.our_state is h11.DONE:
+                    # The app answered before reading the whole body; the rest was dropped above.
+                    self.flow.resume_reading()
+                    self.conn.start_next_cycle()
+                    continue
+                if self.cycle is not None:
+                    self.cycle.more_body = False
+                    self.cycle.message_event.set()
+                if self.conn.their_state == h11.MUST_CLOSE:
+                    break
+
+            elif isinstance(event, h11.ConnectionClosed):
+                break
+
+    def _get_upgrade(self) -> bytes | None:
+        connection: list[bytes] = []
+        upgrade = None
+        for name, value in self.headers:
+            if name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+            if name == b"upgrade":
+                upgrade = value.lower()
+        return upgrade if b"upgrade" in connection else None
+
+    def _replay_request(self, event: h11.Request) -> bytes:
+        output = [event.method, b" ", event.target, b" HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            output += [name, b": ", value, b"\r\n"]
+        output.append(b"\r\n")
+        # Bytes the client sent after the head (a first frame) belong to the WebSocket protocol.
+        output.append(self.conn.trailing_data[0])
+        return b"".join(output)
+
+    def _send_error(self, status: int, reason: str) -> None:
+        self.logger.warning("Invalid HTTP request received.")
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.transport.is_closing():
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+            try:
+                output = self.conn.send(h11.Response(status_code=status, headers=headers, reason=status_phrase(status)))
+                output += self.conn.send(h11.Data(data=reason.encode("ascii")))  # type: ignore[operator]
+                output += self.conn.send(h11.EndOfMessage())  # type: ignore[operator]
+                self.transport.write(output)
+            except h11.LocalProtocolError:
+                pass
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self._cancel_header_timer()
+        self._close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_error(400, msg)
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._arm_keepalive()
+        self.flow.resume_reading()
+        # Unblock pipelined requests.
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+            self.handle_events()
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            try:
+                self.conn.send(h11.ConnectionClosed())
+            except h11.LocalProtocolError:
+                pass
+            self.transport.close()

@@ -1,0 +1,284 @@
+"""A sans-I/O HTTP/1.1 request parser (RFC 9112), the engine of Pounce's fast path.
+
+It never touches a socket: ``parse_request_head`` reads a request head out of a buffer and the body
+readers take body bytes out of one. Every rule enforced here names the RFC section it comes from.
+Anything that could let two parsers disagree about where a request ends (request smuggling) is
+rejected with ``ProtocolError`` carrying the status to answer with; the protocol then closes the
+connection, because after a framing error nothing that follows can be trusted.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ChunkedReader",
+    "ContentLengthReader",
+    "ProtocolError",
+    "RequestHead",
+    "parse_request_head",
+]
+
+# RFC 9110 §5.6.2: token = 1*tchar.
+_TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
+# RFC 9112 §3: request-line = method SP request-target SP HTTP-version. Exactly one SP between parts;
+# the target is visible ASCII only (RFC 3986 characters; raw UTF-8 or whitespace is a 400).
+_REQUEST_LINE = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TCHAR)
+# RFC 9112 §5: field-line = field-name ":" OWS field-value OWS, one per CRLF-terminated line.
+# The name must be a token, so whitespace before the colon (§5.1) and obs-fold continuation lines
+# (§5.2, a line starting with SP/HTAB) both fail; field values may hold no CTL but HTAB (RFC 9110
+# §5.5), which also rejects bare CR and bare LF inside a head.
+_FIELD_LINES = re.compile(rb"(?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*" % _TCHAR)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+_DIGITS = re.compile(rb"[0-9]+")
+
+
+class ProtocolError(Exception):
+    """The request cannot be served; answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RequestHead:
+    """A parsed request line and header section, plus the framing facts derived from them."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "http_version",
+        "headers",
+        "content_length",
+        "chunked",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int,
+        chunked: bool,
+        keep_alive: bool,
+        expect_continue: bool,
+        upgrade: bytes | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        # Names lower-cased, values with surrounding whitespace removed, order kept.
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        # The lower-cased Upgrade header value when the client asked to switch protocols.
+        self.upgrade = upgrade
+
+
+def parse_request_head(
+    buf: bytes | bytearray, max_line: int, max_head: int
+) -> tuple[RequestHead, int] | None:
+    """Parse the head at the start of ``buf``; return it and the offset of the body, or None for more data."""
+    # RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) before a request-line.
+    start = 0
+    while buf.startswith(b"\r\n", start):
+        start += 2
+    end = buf.find(b"\r\n\r\n", start)
+    if end < 0:
+        if buf.find(b"\r\n", start) < 0 and len(buf) - start > max_line:
+            raise ProtocolError(414, "Request line too long")
+        if len(buf) - start > max_head:
+            raise ProtocolError(431, "Request header fields too large")
+        return None
+    if end - start > max_head:
+        raise ProtocolError(431, "Request header fields too large")
+
+    head = bytes(buf[: end + 2])
+    line_end = head.find(b"\r\n", start)
+    if line_end - start > max_line:
+        raise ProtocolError(414, "Request line too long")
+    match = _REQUEST_LINE.fullmatch(head, start, line_end)
+    if match is None:
+        raise ProtocolError(400, "Invalid HTTP request line")
+    method, target, major, minor = match.groups()
+    if major != b"1":
+        # RFC 9110 §15.6.6: 505 for a major version we do not implement.
+        raise ProtocolError(505, "HTTP version not supported")
+    http_version = "1.0" if minor == b"0" else "1.1"
+
+    fields_start = line_end + 2
+    if _FIELD_LINES.fullmatch(head, fields_start) is None:
+        raise ProtocolError(400, "Invalid HTTP header field")
+
+    headers: list[tuple[bytes, bytes]] = []
+    content_length: bytes | None = None
+    transfer_encoding: bytes | None = None
+    connection = b""
+    expect = b""
+    upgrade: bytes | None = None
+    host_count = 0
+    for line in head[fields_start:-2].split(b"\r\n") if fields_start < len(head) else ():
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(b" \t")
+        headers.append((name, value))
+        if name == b"content-length":
+            # RFC 9112 §6.3 (5): differing or malformed lengths are unrecoverable. A repeated
+            # identical value is allowed by RFC 9110 §8.6, but it is a smuggling tell: reject it too.
+            if content_length is not None or _DIGITS.fullmatch(value) is None:
+                raise ProtocolError(400, "Invalid Content-Length")
+            content_length = value
+        elif name == b"transfer-encoding":
+            if transfer_encoding is not None:
+                raise ProtocolError(501, "Repeated Transfer-Encoding")
+            transfer_encoding = value.lower()
+        elif name == b"host":
+            host_count += 1
+        elif name == b"connection":
+            connection = value.lower() if not connection else connection + b"," + value.lower()
+        elif name == b"expect":
+            expect = value.lower()
+        elif name == b"upgrade":
+            upgrade = value.lower()
+
+    # RFC 9112 §3.2: a 1.1 request without exactly one Host is a 400.
+    if host_count > 1 or (host_count == 0 and http_version == "1.1"):
+        raise ProtocolError(400, "Missing or repeated Host header")
+
+    chunked = False
+    if transfer_encoding is not None:
+        # RFC 9112 §6.1: both framings present is a smuggling attempt; reject, never guess.
+        if content_length is not None:
+            raise ProtocolError(400, "Both Content-Length and Transfer-Encoding")
+        # RFC 9112 §6.1: chunked must be the final (here: the only) coding; others we cannot decode (501).
+        if transfer_encoding != b"chunked":
+            raise ProtocolError(501, "Unsupported Transfer-Encoding")
+        if http_version == "1.0":
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        chunked = True
+    length = int(content_length) if content_length is not None else 0
+
+    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
+    if http_version == "1.1":
+        keep_alive = b"close" not in tokens
+    else:
+        keep_alive = b"keep-alive" in tokens
+    if upgrade is not None and b"upgrade" not in tokens:
+        upgrade = None
+
+    return (
+        RequestHead(
+            method,
+            target,
+            http_version,
+            headers,
+            length,
+            chunked,
+            keep_alive,
+            expect == b"100-continue" and http_version == "1.1",
+            upgrade,
+        ),
+        end + 4,
+    )
+
+
+class ContentLengthReader:
+    """Takes exactly ``Content-Length`` bytes of body (RFC 9112 §6.2)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def feed(self, buf: bytearray) -> tuple[bytes, bool]:
+        """Consume body bytes from ``buf``; return (data, finished)."""
+        if len(buf) <= self.remaining:
+            data = bytes(buf)
+            del buf[:]
+        else:
+            data = bytes(buf[: self.remaining])
+            del buf[: self.remaining]
+        self.remaining -= len(data)
+        return data, self.remaining == 0
+
+
+class ChunkedReader:
+    """Decodes ``Transfer-Encoding: chunked`` (RFC 9112 §7.1), discarding trailers (§7.1.2).
+
+    Trailer fields are read and dropped, never merged into the headers the app saw: merging them
+    would let a client add fields after the framing decisions were made.
+    """
+
+    __slots__ = ("_state", "_chunk_left", "_trailer_bytes", "max_line")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+    def __init__(self, max_line: int = 8192) -> None:
+        self._state = self._SIZE
+        self._chunk_left = 0
+        self._trailer_bytes = 0
+        self.max_line = max_line
+
+    def feed(self, buf: bytearray) -> tuple[bytes, bool]:
+        """Consume what can be decoded from ``buf``; return (data, finished)."""
+        out: list[bytes] = []
+        while True:
+            state = self._state
+            if state == self._SIZE:
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    if len(buf) > self.max_line:
+                        raise ProtocolError(400, "Chunk size line too long")
+                    break
+                match = _CHUNK_SIZE.fullmatch(buf, 0, line_end)
+                if match is None:
+                    raise ProtocolError(400, "Invalid chunk size")
+                size = int(match.group(1), 16)
+                del buf[: line_end + 2]
+                if size == 0:
+                    self._state = self._TRAILER
+                else:
+                    self._chunk_left = size
+                    self._state = self._DATA
+            elif state == self._DATA:
+                if not buf:
+                    break
+                take = min(len(buf), self._chunk_left)
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._chunk_left -= take
+                if self._chunk_left == 0:
+                    self._state = self._DATA_END
+            elif state == self._DATA_END:
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError(400, "Chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = self._SIZE
+            elif state == self._TRAILER:
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    if len(buf) > self.max_line:
+                        raise ProtocolError(431, "Trailer section too large")
+                    break
+                line = bytes(buf[:line_end])
+                del buf[: line_end + 2]
+                if not line:
+                    self._state = self._DONE
+                    break
+                self._trailer_bytes += line_end + 2
+                if self._trailer_bytes > 64 * 1024:
+                    raise ProtocolError(431, "Trailer section too large")
+                if _FIELD_LINES.fullmatch(line + b"\r\n") is None:
+                    raise ProtocolError(400, "Invalid trailer field")
+            else:
+                break
+        return b"".join(out), self._state == self._DONE

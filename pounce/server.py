@@ -1,0 +1,281 @@
+"""The server: binds listeners, runs lifespan, ticks the clock and drains connections on shutdown.
+
+One ``Server`` runs one event loop. Process workers run one each; thread workers run one per
+thread, all reading the same frozen ``ServerConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Generator, Sequence
+from email.utils import formatdate
+from types import FrameType
+from typing import Any, Protocol
+
+from pounce._compat import asyncio_run
+from pounce.config import STARTUP_FAILURE, Config
+
+HANDLED_SIGNALS = (
+    signal.SIGINT,  # Unix signal 2. Sent by Ctrl+C.
+    signal.SIGTERM,  # Unix signal 15. Sent by `kill <pid>`.
+)
+
+logger = logging.getLogger("uvicorn.error")
+
+
+class Connection(Protocol):
+    """What the server needs of a protocol instance to drain it on shutdown."""
+
+    def shutdown(self) -> None: ...
+
+
+class ServerState:
+    """State shared by every protocol instance of one server (one event loop)."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.connections: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        # ``date`` + configured headers as (name, value) pairs, refreshed once a second.
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        # The same headers as one pre-encoded block ("name: value\r\n"...), for the fast path.
+        self.default_headers_raw: bytes = b""
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_state = ServerState()
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.last_notified = 0.0
+        self.servers: list[asyncio.base_events.Server] = []
+        self._captured_signals: list[int] = []
+
+    @functools.cached_property
+    def limit_max_requests(self) -> int | None:
+        if self.config.limit_max_requests is None:
+            return None
+        return self.config.limit_max_requests + random.randint(0, self.config.limit_max_requests_jitter)
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        return asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        process_id = os.getpid()
+        config = self.config
+        if not config.loaded:
+            config.load()
+        self.lifespan = config.lifespan_class(config)
+
+        logger.info("Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")})
+
+        await self.startup(sockets=sockets)
+        if not self.should_exit:
+            await self.main_loop()
+        if self.started:
+            await self.shutdown(sockets=sockets)
+            logger.info(
+                "Finished server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Finished")}
+            )
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+
+        config = self.config
+        cfg = config.server_config
+        # Seed the default headers before the first connection, not at the first tick.
+        self._refresh_default_headers(time.time())
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return cfg.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        loop = asyncio.get_running_loop()
+        listeners: Sequence[socket.SocketType]
+        if sockets is not None:
+            # Sockets bound by a supervisor (process or thread workers, Gunicorn).
+            self.servers = []
+            for sock in sockets:
+                server = await loop.create_server(create_protocol, sock=sock, ssl=cfg.ssl, backlog=cfg.backlog)
+                self.servers.append(server)
+            listeners = sockets
+        elif cfg.fd is not None:
+            sock = socket.fromfd(cfg.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+            server = await loop.create_server(create_protocol, sock=sock, ssl=cfg.ssl, backlog=cfg.backlog)
+            assert server.sockets is not None
+            listeners = server.sockets
+            self.servers = [server]
+        elif cfg.uds is not None:
+            uds_perms = 0o666
+            if os.path.exists(cfg.uds):
+                uds_perms = os.stat(cfg.uds).st_mode
+            server = await loop.create_unix_server(create_protocol, path=cfg.uds, ssl=cfg.ssl, backlog=cfg.backlog)
+            os.chmod(cfg.uds, uds_perms)
+            assert server.sockets is not None
+            listeners = server.sockets
+            self.servers = [server]
+        else:
+            try:
+                server = await loop.create_server(
+                    create_protocol, host=cfg.host, port=cfg.port, ssl=cfg.ssl, backlog=cfg.backlog
+                )
+            except OSError as exc:
+                logger.error(exc)
+                await self.lifespan.shutdown()
+                sys.exit(STARTUP_FAILURE)
+            assert server.sockets is not None
+            listeners = server.sockets
+            self.servers = [server]
+
+        if sockets is None:
+            self._log_started_message(listeners)
+        self.started = True
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        cfg = self.config.server_config
+        if cfg.fd is not None:
+            logger.info("Pounce running on socket %s (Press CTRL+C to quit)", listeners[0].getsockname())
+        elif cfg.uds is not None:
+            logger.info("Pounce running on unix socket %s (Press CTRL+C to quit)", cfg.uds)
+        else:
+            addr_format = "%s://%s:%d"
+            host = "0.0.0.0" if cfg.host is None else cfg.host
+            if ":" in host:
+                addr_format = "%s://[%s]:%d"
+            port = cfg.port
+            if port == 0:
+                port = listeners[0].getsockname()[1]
+            protocol_name = "https" if cfg.ssl else "http"
+            message = f"Pounce running on {addr_format} (Press CTRL+C to quit)"
+            color_message = "Pounce running on \033[1m" + addr_format + "\033[0m (Press CTRL+C to quit)"
+            logger.info(message, protocol_name, host, port, extra={"color_message": color_message})
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter += 1
+            counter = counter % 864000
+            await asyncio.sleep(0.1)
+            should_exit = await self.on_tick(counter)
+
+    def _refresh_default_headers(self, now: float) -> None:
+        headers = list(self.config.encoded_headers)
+        if self.config.date_header:
+            headers.insert(0, (b"date", formatdate(now, usegmt=True).encode()))
+        self.server_state.default_headers = headers
+        self.server_state.default_headers_raw = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+
+    async def on_tick(self, counter: int) -> bool:
+        # The date header has one-second resolution: refresh it once a second, not per request.
+        if counter % 10 == 0:
+            current_time = time.time()
+            self._refresh_default_headers(current_time)
+            if self.config.callback_notify is not None:
+                if current_time - self.last_notified > self.config.timeout_notify:
+                    self.last_notified = current_time
+                    await self.config.callback_notify()
+
+        if self.should_exit:
+            return True
+
+        return self.max_requests_exceeded()
+
+    def max_requests_exceeded(self) -> bool:
+        """True once ``--limit-max-requests`` is reached; supervisors override it to recycle the worker."""
+        max_requests = self.limit_max_requests
+        if max_requests is not None and self.server_state.total_requests >= max_requests:
+            logger.info("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+            return True
+        return False
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("Shutting down")
+
+        # Stop accepting new connections.
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+
+        # Ask every connection to finish its current request and close.
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.1)
+
+        try:
+            await asyncio.wait_for(self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            logger.error(
+                "Cancel %s running task(s), timeout graceful shutdown exceeded",
+                len(self.server_state.tasks),
+            )
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_tasks_to_complete(self) -> None:
+        if self.server_state.connections and not self.force_exit:
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+            while self.server_state.connections and not self.force_exit:
+                await asyncio.sleep(0.1)
+
+        if self.server_state.tasks and not self.force_exit:
+            logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+            while self.server_state.tasks and not self.force_exit:
+                await asyncio.sleep(0.1)
+
+        for server in self.servers:
+            await server.wait_closed()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Signals can only be handled in the main thread; thread workers are stopped through should_exit.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        # signal.signal (not loop.add_signal_handler) so the previous handlers can be restored after.
+        original_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original_handlers.items():
+                signal.signal(sig, handler)
+        # Re-raise what we caught so the default behaviour (and the exit status) follows, LIFO.
+        for captured_signal in reversed(self._captured_signals):
+            signal.raise_signal(captured_signal)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._captured_signals.append(sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def _cyan_pid_message(verb: str) -> str:
+    return f"{verb} server process [\033[36m%d\033[0m]"

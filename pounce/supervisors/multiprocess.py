@@ -1,0 +1,180 @@
+"""Process workers: the parent binds the sockets once and supervises N spawned children."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from multiprocessing import Pipe
+from socket import socket
+from typing import TYPE_CHECKING
+
+from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
+from pounce.supervisors.spawn import Status, Target, get_subprocess, ping, pong_forever, server_status
+
+if TYPE_CHECKING:
+    from pounce.config import Config
+    from pounce.server import Server
+
+logger = logging.getLogger("uvicorn.error")
+
+
+class Process:
+    """One worker process, with a heartbeat pipe to it. Same interface as Uvicorn's."""
+
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[socket],
+        target: Target | None = None,
+        *,
+        verbose: bool = True,
+    ) -> None:
+        """``target`` None runs a worker server; the reloader passes its own (Uvicorn's ``Server.run``)."""
+        self.config = config
+        self._server: Server | None = None
+        self._seq = 0
+        self._verbose = verbose
+        self.parent_conn, self.child_conn = Pipe()
+        self.process = get_subprocess(config, target, sockets, conn=self.child_conn)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def status(self, timeout: float) -> Status | None:
+        """The worker's answer to one ping, or None if it does not answer within ``timeout``."""
+        self._seq += 1
+        return ping(self.parent_conn, self._seq, timeout)
+
+    def ping(self, timeout: float = 5) -> bool:
+        """True if the worker answers a health check in time."""
+        return self.status(timeout) is not None
+
+    def is_ready(self, timeout: float = 5) -> bool:
+        """True if the worker answers and its server has finished startup."""
+        return self.status(timeout) in ("ready", "recycle")
+
+    def pong(self) -> None:
+        """Answer one ping (the child side; used in-process by tests)."""
+        seq = self.child_conn.recv()
+        self.child_conn.send((seq, server_status(self.server)))
+
+    def always_pong(self) -> None:
+        pong_forever(self.child_conn, lambda: server_status(self.server), lambda: None)
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if not self.process.is_alive():
+            return False
+        return self.ping(timeout)
+
+    def wait_until_ready(self, timeout: float, should_exit: StopFlag | None = None) -> bool:
+        """True once the worker serves; False if it exits, the pool stops, or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if should_exit is not None and should_exit.is_set():
+                return False
+            if not self.process.is_alive():
+                return False
+            if self.is_ready(timeout=min(1.0, max(0.05, deadline - time.monotonic()))):
+                return True
+            time.sleep(0.1)
+        return False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.process.start()
+        # Keep only our end: the child then sees EOF on its end if this process dies.
+        self.child_conn.close()
+
+    def is_running(self) -> bool:
+        return self.process.is_alive()
+
+    def terminate(self) -> None:
+        """Ask the worker to drain and exit (SIGTERM)."""
+        if self.process.pid is not None and self.process.exitcode is None:
+            try:
+                os.kill(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:  # pragma: no cover - exited meanwhile
+                return
+            if self._verbose:
+                logger.info("Terminated child process [%s]", self.process.pid)
+
+    def force_stop(self) -> None:
+        """A second SIGINT: the worker's server drops its connections and exits now."""
+        if self.process.pid is not None and self.process.exitcode is None:
+            try:
+                os.kill(self.process.pid, signal.SIGINT)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+
+    def kill(self) -> None:
+        if self.process.pid is not None:
+            self.process.kill()
+        self.parent_conn.close()
+        self.child_conn.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.process.pid is None:
+            return
+        if timeout is None and self._verbose:
+            logger.info("Waiting for child process [%s]", self.process.pid)
+        self.process.join(timeout)
+        if self.process.exitcode is not None:
+            self.parent_conn.close()
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            from pounce.server import Server
+
+            self._server = Server(config=self.config)
+        return self._server
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    @property
+    def label(self) -> str:
+        return f"child process [{self.process.pid}]"
+
+
+class Multiprocess(WorkerPool[Process]):
+    """Supervises ``config.workers`` worker processes. Same constructor as Uvicorn's."""
+
+    kind = "process"
+
+    def __init__(self, config: Config, sockets: list[socket]) -> None:
+        super().__init__(config, sockets)
+
+    def new_worker(self) -> Process:
+        return Process(self.config, self.sockets)
+
+    @property
+    def processes(self) -> list[Process]:
+        return self._workers
+
+    @processes.setter
+    def processes(self, value: list[Process]) -> None:
+        self._workers = value
+
+    @property
+    def processes_num(self) -> int:
+        return self.workers_num
+
+    @processes_num.setter
+    def processes_num(self, value: int) -> None:
+        self.workers_num = value
+
+    def _log_start(self) -> None:
+        message, color_message = pid_message("Started", "parent process")
+        logger.info(message, extra={"color_message": color_message})
+
+    def _log_stop(self) -> None:
+        message, color_message = pid_message("Stopping", "parent process")
+        logger.info(message, extra={"color_message": color_message})

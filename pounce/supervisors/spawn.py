@@ -1,0 +1,158 @@
+"""Starting worker processes, and the heartbeat pipe between a worker and its supervisor.
+
+Children are started with the ``spawn`` method: a fresh interpreter that imports the app itself
+(no fork of a process that may hold threads and locks). The listening sockets and one end of a
+pipe travel to the child; the parent keeps only its own end, so when the parent dies -- even by
+SIGKILL -- the child reads EOF on the pipe and shuts itself down instead of lingering as an orphan.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from socket import socket
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from pounce.config import Config
+
+multiprocessing.allow_connection_pickling()
+spawn = multiprocessing.get_context("spawn")
+
+logger = logging.getLogger("uvicorn.error")
+
+# What a worker reports when pinged.
+Status = Literal["starting", "ready", "recycle", "stopping"]
+Target = Callable[..., None]
+
+
+class ServerLike(Protocol):
+    started: bool
+    should_exit: bool
+    force_exit: bool
+
+
+def server_status(server: ServerLike | None) -> Status:
+    """The heartbeat answer for a worker's server. No server (a plain target) counts as ready."""
+    if server is None:
+        return "ready"
+    if getattr(server, "recycle_requested", False):
+        return "recycle"
+    if server.should_exit:
+        return "stopping"
+    return "ready" if server.started else "starting"
+
+
+def pong_forever(conn: Connection, status: Callable[[], Status], on_parent_gone: Callable[[], None]) -> None:
+    """Child side of the heartbeat: answer each ping ``n`` with ``(n, status)``.
+
+    EOF means the supervisor is gone (it exited or was killed): stop serving rather than
+    be orphaned.
+    """
+    while True:
+        try:
+            seq = conn.recv()
+            conn.send((seq, status()))
+        except (EOFError, OSError):
+            on_parent_gone()
+            return
+        except pickle.UnpicklingError:  # pragma: no cover - garbage on our own pipe
+            continue
+
+
+def ping(conn: Connection, seq: int, timeout: float) -> Status | None:
+    """Parent side: send ping ``seq`` and wait up to ``timeout`` for its answer; None if none came.
+
+    Answers to earlier pings that timed out arrive late; their sequence number tells them apart.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        conn.send(seq)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not conn.poll(remaining):
+                return None
+            answer = conn.recv()
+            if isinstance(answer, tuple) and len(answer) == 2 and answer[0] == seq:
+                status: Status = answer[1]
+                return status
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+        return None
+
+
+def get_subprocess(
+    config: Config,
+    target: Target | None,
+    sockets: list[socket],
+    conn: Connection | None = None,
+) -> SpawnProcess:
+    """A not-yet-started child that runs ``target(sockets=...)``, or a worker server when target is None."""
+    try:
+        stdin_fileno: int | None = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        stdin_fileno = None
+    kwargs: dict[str, Any] = {
+        "config": config,
+        "target": target,
+        "sockets": sockets,
+        "stdin_fileno": stdin_fileno,
+        "conn": conn,
+    }
+    return spawn.Process(target=subprocess_started, kwargs=kwargs)
+
+
+def subprocess_started(
+    config: Config,
+    target: Target | None,
+    sockets: list[socket],
+    stdin_fileno: int | None,
+    conn: Connection | None = None,
+) -> None:
+    """Entry point of every worker process."""
+    if stdin_fileno is not None:
+        # Some debuggers need stdin; spawn gives the child none of its own.
+        try:
+            sys.stdin = os.fdopen(stdin_fileno)
+        except OSError:  # pragma: no cover
+            pass
+    # Logging configuration does not survive spawn: set it up again.
+    config.configure_logging()
+
+    server: ServerLike | None
+    if target is None:
+        from pounce.supervisors.worker_server import WorkerServer
+
+        worker = WorkerServer(config)
+        server, run = worker, worker.run
+    else:
+        # Uvicorn passes ``Server(config).run``; reach its server so readiness can be reported.
+        owner = getattr(target, "__self__", None)
+        server = owner if owner is not None and hasattr(owner, "started") else None
+        run = target
+
+    if conn is not None:
+
+        def parent_gone() -> None:
+            if server is not None:
+                server.should_exit = True
+            else:  # pragma: no cover - plain targets have no graceful path
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(
+            target=pong_forever, args=(conn, lambda: server_status(server), parent_gone), daemon=True
+        ).start()
+
+    try:
+        run(sockets=sockets)
+    except KeyboardInterrupt:  # pragma: no cover
+        # The supervisor asked us to stop; a traceback here would only be noise.
+        pass

@@ -1,0 +1,72 @@
+"""``run_supervised``: what ``pounce.run()`` calls for ``--reload``, ``--workers N`` or thread workers."""
+
+from __future__ import annotations
+
+import logging
+from socket import socket
+from typing import TYPE_CHECKING
+
+from pounce.supervisors.mode import choose_mode, watch_gil
+from pounce.supervisors.rolling import STARTUP_FAILURE, WorkerPool
+
+if TYPE_CHECKING:
+    from pounce.config import Config
+
+logger = logging.getLogger("uvicorn.error")
+
+
+def run_supervised(config: Config) -> int:
+    """Bind the socket(s), run the reloader or the worker pool until stopped; return the exit code."""
+    try:
+        return _run(config)
+    except SystemExit as exc:
+        # Config.load()/bind_socket() log their error and exit with STARTUP_FAILURE.
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def _run(config: Config) -> int:
+    from pounce.supervisors import ChangeReload
+
+    if config.should_reload:
+        from pounce.server import Server
+
+        sock = config.bind_socket()
+        ChangeReload(config, target=Server(config=config).run, sockets=[sock]).run()
+        return 0
+
+    choice = choose_mode(str(config.worker_mode), config.workers)
+    pool: WorkerPool[object]  # type: ignore[type-var]
+    if choice.kind == "process":
+        if not isinstance(config.app, str):
+            logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
+            return STARTUP_FAILURE
+        logger.info(choice.reason)
+        sockets = [config.bind_socket()]
+        from pounce.supervisors.multiprocess import Multiprocess
+
+        pool = Multiprocess(config, sockets=sockets)  # type: ignore[assignment]
+    else:
+        logger.info(choice.reason)
+        if choice.warning:
+            logger.warning(choice.warning)
+        if not config.loaded:
+            # One import for every thread; a failure here exits before anything is bound.
+            with watch_gil("the app"):
+                config.load()
+        sockets = [config.bind_socket()]
+        from pounce.supervisors.threads import ThreadWorkers
+
+        pool = ThreadWorkers(config, sockets=sockets)  # type: ignore[assignment]
+    try:
+        pool.run()
+    finally:
+        _close(sockets)
+    return pool.exit_code
+
+
+def _close(sockets: list[socket]) -> None:
+    for sock in sockets:
+        try:
+            sock.close()
+        except OSError:  # pragma: no cover
+            pass

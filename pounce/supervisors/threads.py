@@ -1,0 +1,193 @@
+"""Thread workers: one process, N threads, each running its own event loop and ``Server``.
+
+Every thread accepts on its own ``dup()`` of the shared listening socket(s) -- one queue in the
+kernel, so a connection waits for whichever loop is free; closing one thread's copy on
+shutdown leaves the others (and the queue) untouched. All threads serve the one app object
+imported by ``Config.load()`` and read the same frozen ``ServerConfig``; everything mutable
+(``ServerState``: connections, tasks, request counts) belongs to one thread's ``Server``.
+
+Lifespan runs once per worker, in that worker's loop -- as it runs once per Uvicorn worker
+process -- so resources bound to a loop (database pools, HTTP clients, locks) are created on
+the loop that uses them. An app with N thread workers therefore sees N startup/shutdown
+pairs against the same app object, and must keep per-loop resources in the lifespan
+``state`` rather than in module globals.
+
+Threads cannot be killed. A worker that stops answering its health check is replaced, and
+the stuck thread is told to exit and left to finish on its own.
+
+On SIGHUP the new generation gets a fresh app: with ``--factory`` the factory is called again
+(a new ``Config.load()``); a plain app object is module state and stays the same object.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import threading
+import time
+from socket import socket
+from typing import TYPE_CHECKING
+
+from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
+from pounce.supervisors.spawn import Status, server_status
+from pounce.supervisors.worker_server import WorkerServer
+
+if TYPE_CHECKING:
+    from pounce.config import Config
+
+logger = logging.getLogger("uvicorn.error")
+
+_names = itertools.count(1)
+
+
+class ThreadWorker:
+    """One worker thread with its own event loop and ``Server``."""
+
+    def __init__(self, config: Config, sockets: list[socket]) -> None:
+        self.config = config
+        self.name = f"pounce-worker-{next(_names)}"
+        self._sockets = sockets
+        self._own_sockets: list[socket] = []
+        self.server = WorkerServer(config)
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._exitcode: int | None = None
+        self._abandoned = False
+
+    def _run(self) -> None:
+        code = 0
+        try:
+            self.server.run(sockets=self._own_sockets)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            logger.exception("Worker thread [%s] crashed", self.name)
+            code = 1
+        finally:
+            # The server closes the sockets it was given on shutdown; not if startup failed.
+            for sock in self._own_sockets:
+                sock.close()
+            self._exitcode = code
+
+    def start(self) -> None:
+        # Our own descriptors: the server closes them when it stops, which must not touch the others'.
+        self._own_sockets = [sock.dup() for sock in self._sockets]
+        self.thread.start()
+
+    def is_running(self) -> bool:
+        return self.thread.is_alive() and not self._abandoned
+
+    def status(self, timeout: float) -> Status | None:
+        """Post a no-op into the worker's loop and wait (bounded) for the loop to run it."""
+        loop = self.server.loop
+        if loop is None:
+            # Between thread start and loop start (the app is already imported): a blink.
+            return "starting" if self.thread.is_alive() else None
+        answered = threading.Event()
+        try:
+            loop.call_soon_threadsafe(answered.set)
+        except RuntimeError:  # the loop is closed: the worker has finished
+            return None
+        deadline = time.monotonic() + timeout
+        while not answered.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or not self.thread.is_alive() or loop.is_closed():
+                return None
+        return server_status(self.server)
+
+    def ping(self, timeout: float = 5) -> bool:
+        return self.status(timeout) is not None
+
+    def is_ready(self, timeout: float = 5) -> bool:
+        return self.status(timeout) in ("ready", "recycle")
+
+    def wait_until_ready(self, timeout: float, should_exit: StopFlag | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if should_exit is not None and should_exit.is_set():
+                return False
+            if not self.thread.is_alive() and self.thread.ident is not None:
+                return False
+            if self.is_ready(timeout=min(1.0, max(0.05, deadline - time.monotonic()))):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def terminate(self) -> None:
+        """Drain and exit: stop accepting, finish in-flight requests, run lifespan shutdown."""
+        self.server.should_exit = True
+
+    def force_stop(self) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True
+
+    def kill(self) -> None:
+        """Threads cannot be killed: tell it to quit at once and stop waiting for it."""
+        self.force_stop()
+        if self.thread.is_alive():
+            self._abandoned = True
+            logger.warning("Worker thread [%s] is stuck; it is left to exit on its own.", self.name)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread.ident is None:
+            return
+        if self._abandoned:
+            timeout = 0.0 if timeout is None else min(timeout, 0.0)
+        self.thread.join(timeout)
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._abandoned and self._exitcode is None:
+            return -9
+        return self._exitcode
+
+    @property
+    def label(self) -> str:
+        return f"worker thread [{self.name}]"
+
+
+class ThreadWorkers(WorkerPool[ThreadWorker]):
+    """Supervises ``config.workers`` worker threads in this process."""
+
+    kind = "thread"
+    parent_name = "server"
+
+    def __init__(self, config: Config, sockets: list[socket]) -> None:
+        super().__init__(config, sockets)
+        # The config (and so the app) the next worker is started with; SIGHUP may load a new one.
+        self.generation = config
+
+    @property
+    def threads(self) -> list[ThreadWorker]:
+        return self._workers
+
+    def new_worker(self) -> ThreadWorker:
+        if not self.generation.loaded:
+            self.generation.load()
+        return ThreadWorker(self.generation, self.sockets)
+
+    def restart_all(self) -> None:
+        if self.config.factory:
+            fresh = self._load_generation()
+            if fresh is None:
+                return
+            self.generation = fresh
+        super().restart_all()
+
+    def _load_generation(self) -> Config | None:
+        """A copy of the config with the app loaded afresh (the factory called again)."""
+        fresh = copy.copy(self.config)
+        fresh.loaded = False
+        try:
+            fresh.load()
+        except (Exception, SystemExit):
+            logger.exception("The new app failed to load; keeping the current workers.")
+            return None
+        return fresh
+
+    def _log_start(self) -> None:
+        message, color_message = pid_message("Started", "thread supervisor")
+        logger.info(message, extra={"color_message": color_message})
+
+    def _log_stop(self) -> None:
+        message, color_message = pid_message("Stopping", "thread supervisor")
+        logger.info(message, extra={"color_message": color_message})
