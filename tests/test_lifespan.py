@@ -1,32 +1,25 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import pytest
 
+from pounce.config import Config
 from pounce.lifespan.off import LifespanOff
 from pounce.lifespan.on import STATE_TRANSITION_ERROR, LifespanOn
-from pounce.middleware.asgi2 import ASGI2Middleware
+from tests.middleware._server import serving
 
 App = Callable[..., Awaitable[None]]
 
 
-@dataclasses.dataclass
-class _Config:
-    """Stand-in for pounce.config.Config: the lifespan classes read only these attributes."""
-
-    loaded_app: Any
-    lifespan: str = "on"
-    asgi_version: str = "3.0"
-    loaded: bool = True
-
-
-def make(app: Any, lifespan: str = "on", asgi_version: str = "3.0") -> LifespanOn:
-    return LifespanOn(_Config(app, lifespan, asgi_version))  # type: ignore[arg-type]
+def make(app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> LifespanOn:
+    # log_config=None: leave process-wide logging alone so caplog sees the records.
+    return LifespanOn(Config(app=app, lifespan=lifespan, log_config=None))
 
 
 def error_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -81,7 +74,9 @@ def test_lifespan_off() -> None:
         raise AssertionError("lifespan off must not call the app")
 
     async def main() -> None:
-        lifespan = LifespanOff(_Config(app, "off"))  # type: ignore[arg-type]
+        config = Config(app=app, lifespan="off", log_config=None)
+        config.load()
+        lifespan = LifespanOff(config)
         await lifespan.startup()
         await lifespan.shutdown()
         assert lifespan.should_exit is False
@@ -224,8 +219,7 @@ def test_lifespan_scope_asgi2() -> None:
         return instance
 
     async def main() -> None:
-        wrapped = ASGI2Middleware(asgi2app)  # type: ignore[arg-type]
-        lifespan = make(wrapped, "on", asgi_version="2.0")
+        lifespan = make(asgi2app, "on")  # interface auto-detected as asgi2
         await lifespan.startup()
         await lifespan.shutdown()
         assert not lifespan.should_exit
@@ -321,3 +315,68 @@ def test_loads_config_when_not_loaded() -> None:
 
     asyncio.run(main())
     assert calls == ["load"]
+
+
+# ---- through a real server on a real socket ----
+
+
+def test_server_runs_lifespan_and_shares_state(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    events: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            scope["state"]["db"] = "connected"
+            events.append("startup")
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            events.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = scope["state"]["db"].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> None:
+        config = Config(app=app, port=0, lifespan="on", log_config=None)
+        async with serving(config) as (_, url):
+            assert events == ["startup"]
+            async with httpx.AsyncClient() as client:
+                response = await client.get(url)
+            assert response.text == "connected"
+        assert events == ["startup", "shutdown"]
+
+    asyncio.run(main())
+    messages = info_messages(caplog)
+    assert messages.index("Application startup complete.") < messages.index("Waiting for application shutdown.")
+    assert messages[-2:] == ["Application shutdown complete.", f"Finished server process [{os.getpid()}]"]
+
+
+def test_server_exits_with_startup_failure_code() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "database unreachable"})
+
+    async def main() -> None:
+        async with serving(Config(app=app, port=0, lifespan="on", log_config=None)):
+            raise AssertionError("must not start serving")
+
+    # asyncio re-raises SystemExit from a task out of the loop itself, not into awaiters.
+    with pytest.raises(SystemExit) as exc_info:
+        asyncio.run(main())
+    assert exc_info.value.code == 3
+
+
+def test_server_with_lifespan_auto_serves_apps_without_lifespan() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        async with serving(Config(app=app, port=0, lifespan="auto", log_config=None)) as (_, url):
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(url)).status_code == 204
+
+    asyncio.run(main())
