@@ -17,9 +17,10 @@ from tests.middleware._server import serving
 App = Callable[..., Awaitable[None]]
 
 
-def make(app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> LifespanOn:
+def make(app: Any, lifespan: str = "on") -> LifespanOn:
     # log_config=None: leave process-wide logging alone so caplog sees the records.
-    return LifespanOn(Config(app=app, lifespan=lifespan, log_config=None))
+    mode: Literal["auto", "on", "off"] = "auto" if lifespan == "auto" else "on"
+    return LifespanOn(Config(app=app, lifespan=mode, log_config=None))
 
 
 def error_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
