@@ -148,6 +148,7 @@ class Multiprocess(WorkerPool[Process]):
     """Supervises ``config.workers`` worker processes. Same constructor as Uvicorn's."""
 
     kind = "process"
+    plural = "processes"
 
     def __init__(self, config: Config, sockets: list[socket]) -> None:
         super().__init__(config, sockets)

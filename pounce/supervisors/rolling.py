@@ -104,6 +104,7 @@ def cyan(text: str) -> str:
 
 class WorkerPool(Generic[W]):
     kind = "worker"
+    plural = "workers"
     parent_name = "parent process"
 
     def __init__(self, config: Config, sockets: list[socket]) -> None:
@@ -257,7 +258,7 @@ class WorkerPool(Generic[W]):
         still: list[tuple[W, float | None]] = []
         for worker, deadline in self.retiring:
             if not worker.is_running():
-                worker.join()
+                worker.join(0)
             elif deadline is not None and time.monotonic() > deadline:
                 logger.error("%s did not finish draining in time; killing it.", cap(worker.label))
                 worker.kill()
@@ -328,20 +329,20 @@ class WorkerPool(Generic[W]):
         self.should_exit.set()
 
     def handle_hup(self) -> None:
-        logger.info("Received SIGHUP, restarting %ss.", self.kind)
+        logger.info("Received SIGHUP, restarting %s.", self.plural)
         self.restart_all()
 
     def handle_ttin(self) -> None:
-        logger.info("Received SIGTTIN, increasing the number of %ss.", self.kind)
+        logger.info("Received SIGTTIN, increasing the number of %s.", self.plural)
         self.workers_num += 1
         worker = self.new_worker()
         worker.start()
         self._workers.append(worker)
 
     def handle_ttou(self) -> None:
-        logger.info("Received SIGTTOU, decreasing number of %ss.", self.kind)
+        logger.info("Received SIGTTOU, decreasing number of %s.", self.plural)
         if self.workers_num <= 1:
-            logger.info("Already reached one %s, cannot decrease the number of %ss anymore.", self.kind, self.kind)
+            logger.info("Already reached one %s, cannot decrease the number of %s anymore.", self.kind, self.plural)
             return
         self.workers_num -= 1
         self.retire(self._workers.pop())

@@ -124,6 +124,12 @@ def subprocess_started(
             sys.stdin = os.fdopen(stdin_fileno)
         except OSError:  # pragma: no cover
             pass
+    # Restarts and resizing are the supervisor's business. A signal sent to the whole process group
+    # (a terminal hang-up, ``kill -HUP -PGID``) must not kill or stop the workers: HUP's default
+    # action terminates, TTIN/TTOU's stop the process.
+    for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH", "SIGUSR1", "SIGUSR2"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     # Logging configuration does not survive spawn: set it up again.
     config.configure_logging()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from socket import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pounce.supervisors.mode import choose_mode, watch_gil
 from pounce.supervisors.rolling import STARTUP_FAILURE, WorkerPool
@@ -35,7 +35,7 @@ def _run(config: Config) -> int:
         return 0
 
     choice = choose_mode(str(config.worker_mode), config.workers)
-    pool: WorkerPool[object]  # type: ignore[type-var]
+    pool: WorkerPool[Any]
     if choice.kind == "process":
         if not isinstance(config.app, str):
             logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
@@ -44,7 +44,7 @@ def _run(config: Config) -> int:
         sockets = [config.bind_socket()]
         from pounce.supervisors.multiprocess import Multiprocess
 
-        pool = Multiprocess(config, sockets=sockets)  # type: ignore[assignment]
+        pool = Multiprocess(config, sockets=sockets)
     else:
         logger.info(choice.reason)
         if choice.warning:
@@ -56,7 +56,7 @@ def _run(config: Config) -> int:
         sockets = [config.bind_socket()]
         from pounce.supervisors.threads import ThreadWorkers
 
-        pool = ThreadWorkers(config, sockets=sockets)  # type: ignore[assignment]
+        pool = ThreadWorkers(config, sockets=sockets)
     try:
         pool.run()
     finally:

@@ -149,6 +149,7 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
     """Supervises ``config.workers`` worker threads in this process."""
 
     kind = "thread"
+    plural = "threads"
     parent_name = "server"
 
     def __init__(self, config: Config, sockets: list[socket]) -> None:

@@ -32,17 +32,14 @@ class WorkerServer(Server):
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets=sockets)
 
-    async def on_tick(self, counter: int) -> bool:
+    def max_requests_exceeded(self) -> bool:
         limit = self.limit_max_requests
-        if limit is not None and not self.should_exit and self.server_state.total_requests >= limit:
-            if not self.recycle_requested:
-                self.recycle_requested = True
-                logger.info("Maximum request limit of %d exceeded. Replacing this worker.", limit)
-                if self.on_recycle is not None:
-                    self.on_recycle()
-            # Hide the limit from the base check so it does not stop us before the replacement is up.
-            # (limit_max_requests is a cached_property: an instance value takes precedence.)
-            self.__dict__["limit_max_requests"] = None
-        should_exit = await super().on_tick(counter)
-        # Belt and braces, should the base class ever compute the limit another way.
-        return should_exit and (self.should_exit or not self.recycle_requested)
+        if limit is None or self.server_state.total_requests < limit:
+            return False
+        if not self.recycle_requested:
+            self.recycle_requested = True
+            logger.info("Maximum request limit of %d exceeded. Replacing this worker.", limit)
+            if self.on_recycle is not None:
+                self.on_recycle()
+        # Keep serving: the supervisor stops us (should_exit) once the replacement is up.
+        return False
