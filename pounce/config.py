@@ -479,7 +479,8 @@ class Config:
         if isinstance(http, str):
             cls: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS.get(http, http))
             return cls
-        return http
+        protocol_class: type[asyncio.Protocol] = http
+        return protocol_class
 
     def _resolve_ws(self) -> type[asyncio.Protocol] | None:
         ws = _resolve_alias("ws", self.ws)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -23,7 +24,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from pounce._compat import asyncio_run
-from pounce.config import STARTUP_FAILURE, Config
+from pounce.config import STARTUP_FAILURE, Config, ServerConfig
 
 HANDLED_SIGNALS = (
     signal.SIGINT,  # Unix signal 2. Sent by Ctrl+C.
@@ -31,6 +32,12 @@ HANDLED_SIGNALS = (
 )
 
 logger = logging.getLogger("uvicorn.error")
+
+# The configuration of the server running the current task; lets an app (the demo, diagnostics)
+# show what it is served with. Tasks inherit it from the server's loop context.
+current_server_config: contextvars.ContextVar[ServerConfig | None] = contextvars.ContextVar(
+    "pounce_server_config", default=None
+)
 
 
 class Connection(Protocol):
@@ -81,6 +88,7 @@ class Server:
         config = self.config
         if not config.loaded:
             config.load()
+        current_server_config.set(config.server_config)
         self.lifespan = config.lifespan_class(config)
 
         logger.info("Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")})
