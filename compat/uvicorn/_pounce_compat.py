@@ -41,6 +41,8 @@ class Mapping_:
 
     target: str | None
     names: Mapping[str, str] = field(default_factory=dict)
+    # Used only while the Pounce module has neither spelling (a stop-gap, listed in compat/README.md).
+    fallbacks: Mapping[str, object] = field(default_factory=dict)
 
 
 RENAMED: dict[str, Mapping_] = {
@@ -60,9 +62,17 @@ RENAMED: dict[str, Mapping_] = {
     ),
     # Uvicorn splits loop factories into a package; Pounce keeps them in one module (asyncio only).
     "uvicorn.loops": Mapping_(None),
-    "uvicorn.loops.auto": Mapping_("pounce.loops"),
+    # Pounce has no uvloop; like `--loop uvloop` on Pounce's CLI, the uvloop factory gives the asyncio loop.
+    "uvicorn.loops.auto": Mapping_("pounce.loops", {"auto_loop_factory": "asyncio_loop_factory"}),
     "uvicorn.loops.asyncio": Mapping_("pounce.loops"),
-    "uvicorn.loops.uvloop": Mapping_("pounce.loops"),
+    "uvicorn.loops.uvloop": Mapping_("pounce.loops", {"uvloop_loop_factory": "asyncio_loop_factory"}),
+    # Uvicorn's spawn helpers live with Pounce's supervisors.
+    "uvicorn._subprocess": Mapping_("pounce.supervisors.spawn"),
+    "uvicorn.config": Mapping_(
+        "pounce.config",
+        {"UvicornDeprecationWarning": "PounceDeprecationWarning"},
+        {"UvicornDeprecationWarning": DeprecationWarning},
+    ),
     "uvicorn.workers": Mapping_(
         "pounce.workers", {"UvicornWorker": "PounceWorker", "UvicornH11Worker": "PounceH11Worker"}
     ),
@@ -95,7 +105,9 @@ def _pounce_name(uvicorn_name: str) -> str:
     return POUNCE + uvicorn_name[len(UVICORN) :]
 
 
-def add_uvicorn_aliases(module: types.ModuleType, names: Mapping[str, str]) -> None:
+def add_uvicorn_aliases(
+    module: types.ModuleType, names: Mapping[str, str], fallbacks: Mapping[str, object] | None = None
+) -> None:
     """Give a Pounce module the Uvicorn spellings of its names, as aliases of the same objects.
 
     Besides the explicit table, every ``PounceX`` gets a ``UvicornX`` (``PounceDeprecationWarning`` ->
@@ -109,6 +121,9 @@ def add_uvicorn_aliases(module: types.ModuleType, names: Mapping[str, str]) -> N
         alias = "Uvicorn" + attr[len("Pounce") :]
         if alias not in namespace:
             setattr(module, alias, namespace[attr])
+    for uvicorn_attr, value in (fallbacks or {}).items():
+        if uvicorn_attr not in namespace:
+            setattr(module, uvicorn_attr, value)
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -128,7 +143,7 @@ class _AliasLoader(importlib.abc.Loader):
         if self.mapping.target is None:
             return  # an empty package: its children are resolved by the finder
         real = importlib.import_module(self.mapping.target)
-        add_uvicorn_aliases(real, self.mapping.names)
+        add_uvicorn_aliases(real, self.mapping.names, self.mapping.fallbacks)
         sys.modules[module.__name__] = real
 
 

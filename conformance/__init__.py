@@ -1,0 +1,1 @@
+"""Runs a pinned Uvicorn release's own test suite against Pounce through the ``compat/`` shim."""
