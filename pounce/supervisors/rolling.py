@@ -277,7 +277,7 @@ class WorkerPool(Generic[W]):
     def replace(self, idx: int, why: str) -> bool:
         """Start a replacement for worker ``idx``; once it is ready, retire the old one. False if it never got ready."""
         old = self._workers[idx]
-        logger.info("Replacing worker %s: %s.", old.label, why)
+        logger.info("Replacing %s: %s.", old.label, why)
         new = self.new_worker()
         new.start()
         if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.stopping):

@@ -7,6 +7,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 _instances = itertools.count(1)
@@ -45,7 +46,11 @@ class App:
             await asyncio.sleep(seconds)
             await send({"type": "http.response.body", "body": b"done " + _who()})
             return
-        if path == "/instance":
+        if path == "/block":
+            # Blocks this worker's event loop (a CPU-bound or sync-I/O app bug): its health check goes unanswered.
+            time.sleep(float(scope["query_string"].decode().partition("=")[2] or "3"))
+            body = b"unblocked " + _who()
+        elif path == "/instance":
             body = f"instance={self.instance}".encode()
         elif path == "/loop":
             same = scope["state"].get("loop") is asyncio.get_running_loop()
