@@ -113,7 +113,11 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     if scope["type"] != "http":
         return
 
+    # Behind --root-path the scope's path includes the prefix (ASGI spec); route on what follows it.
     path = scope["path"]
+    root_path = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
     if path == "/":
         await _respond(send, 200, b"text/html; charset=utf-8", index_page())
     elif path == "/health":
