@@ -18,7 +18,7 @@ from pathlib import Path
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parent.parent
 COMPAT_DIR = REPO / "compat"

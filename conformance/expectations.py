@@ -25,7 +25,7 @@ from typing import Any
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 CATEGORIES = {
     "internal": "a Uvicorn internal with no Pounce counterpart",

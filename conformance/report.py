@@ -141,8 +141,8 @@ def markdown(
         if kind_of(r.outcome) == "pass":
             continue
         entry = expectations.match(nodeid)
-        key = (entry.category, entry.reason) if entry else ("unlisted", r.message or r.outcome)
-        groups.setdefault(key, []).append(nodeid)
+        group = (entry.category, entry.reason) if entry else ("unlisted", r.message or r.outcome)
+        groups.setdefault(group, []).append(nodeid)
     out += ["", "## Non-passing tests by reason", ""]
     for (category, reason), ids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         out.append(f"### [{category}] {reason} ({len(ids)})")

@@ -12,11 +12,19 @@ from uvicorn._pounce_compat import check_no_real_uvicorn, install_finder
 check_no_real_uvicorn()
 install_finder()
 
+import importlib  # noqa: E402
+
 import pounce as _pounce  # noqa: E402
 
-from uvicorn.config import Config  # noqa: E402
-from uvicorn.main import main, run  # noqa: E402
-from uvicorn.server import Server  # noqa: E402
+# As in Uvicorn, `import uvicorn` makes `uvicorn.config`, `uvicorn.server` and `uvicorn.main` importable
+# attributes; then `uvicorn.main` is rebound to the CLI function, exactly as Uvicorn's package does.
+for _submodule in ("config", "server", "main", "importer", "logging"):
+    importlib.import_module(f"{__name__}.{_submodule}")
+del _submodule
+
+from pounce.config import Config  # noqa: E402
+from pounce.main import main, run  # noqa: E402
+from pounce.server import Server  # noqa: E402
 
 # The Uvicorn release whose interface this shim provides; tools that gate features on
 # `uvicorn.__version__` compare against Uvicorn's numbering, not Pounce's.

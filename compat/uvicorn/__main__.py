@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uvicorn.main import main
+from pounce.main import main
 
 if __name__ == "__main__":
     main()
