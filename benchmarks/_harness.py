@@ -556,6 +556,56 @@ class MemorySampler:
         self._thread.join(timeout=5.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    """Clock ticks: the server tree's own CPU time, and busy/total time of its CPUs."""
+
+    tree_ticks: int
+    busy_ticks: int
+    total_ticks: int
+
+
+def _tree_cpu_ticks(root: int) -> int:
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+def cpu_snapshot(root: int, cpus: Sequence[int]) -> CpuSnapshot:
+    busy = total = 0
+    wanted = {f"cpu{c}" for c in cpus}
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            parts = line.split()
+            if parts and parts[0] in wanted:
+                values = [int(v) for v in parts[1:9]]  # user nice system idle iowait irq softirq steal
+                total += sum(values)
+                busy += sum(values) - values[3] - values[4]
+    except OSError:
+        pass
+    return CpuSnapshot(_tree_cpu_ticks(root), busy, total)
+
+
+def cpu_shares(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float]:
+    """(server's share, everything else's share) of its CPUs' capacity over the interval, in %.
+
+    wrk runs on other CPUs, so a large second figure means someone else was using the
+    server's CPUs and the run is noisy.
+    """
+    total = after.total_ticks - before.total_ticks
+    if total <= 0:
+        return float("nan"), float("nan")
+    tree = after.tree_ticks - before.tree_ticks
+    busy = after.busy_ticks - before.busy_ticks
+    return 100.0 * tree / total, max(0.0, 100.0 * (busy - tree) / total)
+
+
 # --------------------------------------------------------------------------- wrk
 
 WRK = "/usr/bin/wrk" if os.path.exists("/usr/bin/wrk") else (shutil.which("wrk") or "wrk")
@@ -646,6 +696,11 @@ class Measurement:
     processes: int = 0
     stop_seconds: float = 0.0
     stop_forced: bool = False
+    server_cpu_pct: float = float("nan")  # of the server CPUs' capacity, during the measured run
+    other_cpu_pct: float = float("nan")  # other processes on the server CPUs: noise
+    # Requests per CPU-second the server spent: unlike req/s this barely moves when other
+    # processes steal the server's CPU, so it is the steadier figure on a shared machine.
+    requests_per_cpu_sec: float = float("nan")
 
 
 def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no: int, log_dir: Path,
@@ -658,15 +713,20 @@ def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no
         return Measurement(spec.name, spec.workers, round_no, ok=False, error=str(exc))
     result: WrkResult | None = None
     error = ""
+    server_cpu = other_cpu = cpu_seconds = float("nan")
     idle = tree_memory(server.proc.pid)
     sampler = MemorySampler(server.proc.pid)
     try:
         if settings.warmup > 0:
             run_wrk(server.url, duration=settings.warmup, threads=settings.threads,
                     connections=settings.connections, cpus=cpus.load)
+        before = cpu_snapshot(server.proc.pid, cpus.server)
         with sampler:
             result = run_wrk(server.url, duration=settings.duration, threads=settings.threads,
                              connections=settings.connections, cpus=cpus.load)
+        after = cpu_snapshot(server.proc.pid, cpus.server)
+        server_cpu, other_cpu = cpu_shares(before, after)
+        cpu_seconds = (after.tree_ticks - before.tree_ticks) / os.sysconf("SC_CLK_TCK")
         if server.proc.poll() is not None:
             error = f"server exited with code {server.proc.returncode} under load:\n{server.log_tail()}"
     except BenchError as exc:
@@ -685,6 +745,8 @@ def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no
         rss_idle_bytes=idle.rss_bytes, rss_peak_bytes=sampler.peak.rss_bytes,
         pss_peak_bytes=sampler.peak.pss_bytes, processes=sampler.peak.processes,
         stop_seconds=stopped.seconds, stop_forced=stopped.forced,
+        server_cpu_pct=server_cpu, other_cpu_pct=other_cpu,
+        requests_per_cpu_sec=result.requests / cpu_seconds if cpu_seconds > 0 else float("nan"),
     )
 
 
@@ -703,7 +765,8 @@ def run_interleaved(specs: Sequence[ServerSpec], cpus: CpuPlan, settings: LoadSe
                 m = measure(spec, cpus, settings, round_no=r + 1, log_dir=Path(tmp), expected_body=expected_body)
                 if m.ok:
                     log(f"[bench]     {m.requests_per_sec:,.0f} req/s, p99 {m.p99_ms:.2f} ms, "
-                        f"RSS {m.rss_peak_bytes / 2**20:.1f} MiB, errors {m.errors}")
+                        f"RSS {m.rss_peak_bytes / 2**20:.1f} MiB, errors {m.errors}, "
+                        f"server CPU {m.server_cpu_pct:.0f}%, other load on its CPUs {m.other_cpu_pct:.0f}%")
                 else:
                     log(f"[bench]     FAILED: {m.error.splitlines()[0] if m.error else ''}")
                 results.append(m)
@@ -721,6 +784,10 @@ class Summary:
     median_rss_bytes: float
     errors: int
     error: str
+    rps_spread_pct: float = float("nan")  # (max - min) / median over the rounds
+    median_server_cpu_pct: float = float("nan")
+    max_other_cpu_pct: float = float("nan")  # worst noise seen on the server CPUs
+    median_requests_per_cpu_sec: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -741,11 +808,37 @@ def summarise(results: Sequence[Measurement]) -> list[Summary]:
             median_rss_bytes=statistics.median(m.rss_peak_bytes for m in good) if good else 0.0,
             errors=sum(m.errors for m in good),
             error=next((m.error for m in ms if not m.ok), ""),
+            rps_spread_pct=_spread(m.requests_per_sec for m in good),
+            median_server_cpu_pct=_nan_median(m.server_cpu_pct for m in good),
+            median_requests_per_cpu_sec=_nan_median(m.requests_per_cpu_sec for m in good),
+            max_other_cpu_pct=max((m.other_cpu_pct for m in good if m.other_cpu_pct == m.other_cpu_pct),
+                                  default=float("nan")),
         ))
     return out
 
 
+def _spread(values: Iterable[float]) -> float:
+    vals = list(values)
+    if len(vals) < 2 or statistics.median(vals) <= 0:
+        return float("nan")
+    return 100.0 * (max(vals) - min(vals)) / statistics.median(vals)
+
+
+def _nan_median(values: Iterable[float]) -> float:
+    vals = [v for v in values if v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def count(value: float) -> str:
+    return "-" if value != value else f"{value:,.0f}"
+
+
+def pct(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"
+
+
 def ratio(a: float, b: float) -> float | None:
+    # NaN fails both comparisons, so a missing figure gives None too.
     return a / b if a > 0 and b > 0 else None
 
 
@@ -782,11 +875,14 @@ def add_common_arguments(parser: Any, *, default_rounds: int, default_duration: 
                         help="GIL interpreter to build .bench-venv/ from (default: this one if it is a GIL build)")
     parser.add_argument("--app", default="hello", choices=["hello", "json_app", "large"],
                         help="app from benchmarks/apps.py (default: hello)")
-    parser.add_argument("--rounds", type=int, default=default_rounds, help=f"rounds (default {default_rounds})")
-    parser.add_argument("--duration", type=float, default=default_duration,
+    # None means "not given": --quick changes the defaults, explicit values still win.
+    parser.set_defaults(normal_defaults=(default_rounds, default_duration, 2.0))
+    parser.add_argument("--rounds", type=int, default=None, help=f"rounds (default {default_rounds})")
+    parser.add_argument("--duration", type=float, default=None,
                         help=f"seconds per measured run (default {default_duration:g})")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
-    parser.add_argument("--quick", action="store_true", help="3 s x 1 round, 1 s warm-up")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load first (default 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="defaults become 1 round x 3 s with a 1 s warm-up")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--wrk-threads", type=int, default=None,
                         help="wrk threads (default: one per load CPU, at most --connections)")
@@ -799,8 +895,10 @@ def add_common_arguments(parser: Any, *, default_rounds: int, default_duration: 
 
 
 def settings_from_args(parser: Any, args: Any, cpus: CpuPlan) -> tuple[LoadSettings, int]:
-    if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+    rounds, duration, warmup = (1, 3.0, 1.0) if args.quick else args.normal_defaults
+    args.rounds = rounds if args.rounds is None else args.rounds
+    args.duration = duration if args.duration is None else args.duration
+    args.warmup = warmup if args.warmup is None else args.warmup
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be >= 1 and --warmup >= 0")
     threads = args.wrk_threads if args.wrk_threads is not None else len(cpus.load)

@@ -117,13 +117,19 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
     for name in names:
         s = summaries[name]
         if s.ok:
-            rows.append([name, f"{s.median_rps:,.0f}", f"{s.median_p99_ms:.2f}", h.mib(s.median_rss_bytes),
-                         str(s.errors), f"{s.ok_runs}/{s.runs}"])
+            rows.append([name, f"{s.median_rps:,.0f}", h.pct(s.rps_spread_pct), f"{s.median_p99_ms:.2f}",
+                         h.mib(s.median_rss_bytes), str(s.errors), h.pct(s.median_server_cpu_pct),
+                         h.pct(s.max_other_cpu_pct), h.count(s.median_requests_per_cpu_sec), f"{s.ok_runs}/{s.runs}"])
         else:
-            rows.append([name, "FAILED", "-", "-", "-", f"0/{s.runs}"])
-    print(h.format_table(["server (1 worker)", "req/s (median)", "p99 ms", "RSS MiB", "errors", "runs"], rows))
+            rows.append([name, "FAILED", "-", "-", "-", "-", "-", "-", "-", f"0/{s.runs}"])
+    print(h.format_table(["server (1 worker)", "req/s (median)", "spread %", "p99 ms", "RSS MiB", "errors",
+                          "srv CPU %", "other %", "req/CPU-s", "runs"], rows))
+    print("spread: (max-min)/median req/s over the rounds; srv CPU: the server's use of its CPUs; "
+          "other: other processes on the server's CPUs during the run (noise); "
+          "req/CPU-s: requests per CPU-second the server used")
 
     ratios: dict[str, dict[str, float | None]] = {}
+    cpu_ratios: dict[str, dict[str, float | None]] = {}
     peers = [n for n in names if n not in (POUNCE, POUNCE_H11)]
     mine = [n for n in names if n in (POUNCE, POUNCE_H11)]
     if mine and peers:
@@ -131,8 +137,11 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
         ratio_rows = []
         for p in mine:
             ratios[p] = {peer: h.ratio(summaries[p].median_rps, summaries[peer].median_rps) for peer in peers}
-            ratio_rows.append([p, *(h.fmt_ratio(ratios[p][peer]) for peer in peers)])
-        print(h.format_table(["req/s ratio", *(f"/ {peer}" for peer in peers)], ratio_rows))
+            cpu_ratios[p] = {peer: h.ratio(summaries[p].median_requests_per_cpu_sec,
+                                           summaries[peer].median_requests_per_cpu_sec) for peer in peers}
+            ratio_rows.append([f"{p} req/s", *(h.fmt_ratio(ratios[p][peer]) for peer in peers)])
+            ratio_rows.append([f"{p} req/CPU-s", *(h.fmt_ratio(cpu_ratios[p][peer]) for peer in peers)])
+        print(h.format_table(["ratio", *(f"/ {peer}" for peer in peers)], ratio_rows))
 
     targets: list[dict[str, Any]] = []
     note = ""
@@ -141,12 +150,20 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
     for mine_name, peer, minimum in TARGETS:
         if mine_name in ratios and peer in ratios[mine_name]:
             value = ratios[mine_name][peer]
+            per_cpu = cpu_ratios[mine_name][peer]
             targets.append({"pounce": mine_name, "peer": peer, "target": minimum, "ratio": value,
-                            "verdict": h.verdict(value, minimum)})
+                            "verdict": h.verdict(value, minimum), "ratio_per_cpu_second": per_cpu})
     if targets:
         print(f"\nIssue 2 targets{note}:")
         for t in targets:
-            print(f"  {t['pounce']} / {t['peer']} >= {t['target']:.1f}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}")
+            print(f"  {t['pounce']} / {t['peer']} >= {t['target']:.1f}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}"
+                  f"  (per server CPU-second: {h.fmt_ratio(t['ratio_per_cpu_second'])})")
+
+    noisy = max((s.max_other_cpu_pct for s in summaries.values() if s.max_other_cpu_pct == s.max_other_cpu_pct),
+                default=0.0)
+    if noisy > 10:
+        print(f"\nWarning: other processes used up to {noisy:.0f}% of the server's CPU during some runs; "
+              f"req/s ratios are noisy, the per-CPU-second ratios much less so.")
 
     failures = [s for s in summaries.values() if not s.ok]
     for s in failures:
@@ -165,6 +182,7 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
             "rounds": rounds,
             "summary": [summaries[n] for n in names],
             "ratios": ratios,
+            "ratios_per_cpu_second": cpu_ratios,
             "targets": targets,
             "runs": results,
         }
