@@ -81,8 +81,8 @@ def pytest_command(
     - ``addopts``: Uvicorn's ``-n 8`` becomes ``-n <jobs>`` (this machine has 2 cores); its reporting and
       strictness flags are kept.
     - ``filterwarnings = error`` is kept.  Each of Uvicorn's ignore-filters that quotes a "Uvicorn ..."
-      message is repeated with "Pounce" in its place (Pounce's messages say Pounce), via ``-W``, which takes
-      precedence over the ini filters.
+      message is repeated with "Pounce" in its place (Pounce's messages say Pounce), appended so it takes
+      precedence.
     - ``tests/benchmarks`` is ignored: codspeed benchmarks, not part of the counted suite.
     - ``--timeout``: ours (pytest-timeout), so a hung test fails instead of stalling the run.
     """
@@ -99,9 +99,11 @@ def pytest_command(
     cmd = [str(python), "-m", "pytest", "-p", envmod.PLUGIN_NAME, "-p", "no:cacheprovider",
            "-o", "addopts=" + shlex.join(kept)]
     cmd += ["-n", str(jobs)] if jobs > 1 else ["-p", "no:xdist"]
-    for entry in ini.get("filterwarnings", []) or []:
-        if isinstance(entry, str) and "Uvicorn" in entry:
-            cmd += ["-W", entry.replace("Uvicorn", "Pounce").strip()]
+    filters = [str(f).strip() for f in ini.get("filterwarnings", []) or []]
+    translated = [f.replace("Uvicorn", "Pounce") for f in filters if "Uvicorn" in f]
+    if translated:
+        # Through the ini override, not -W: pytest regex-escapes -W messages, which would break ".*".
+        cmd += ["-o", "filterwarnings=" + "\n".join(filters + translated)]
     # A module that fails to import (a missing uvicorn name) costs its own tests, not the whole run.
     cmd += ["--ignore=tests/benchmarks", f"--timeout={timeout}", "-q", "--continue-on-collection-errors"]
     cmd += [f"--conformance-out={out}", f"--conformance-compat-dir={envmod.COMPAT_DIR}"]

@@ -278,7 +278,9 @@ def test_pytest_command_overrides_only_what_it_must(tmp_path: Path) -> None:
     cmd = cli.pytest_command(Path("/venv/bin/python"), ini, tmp_path / "o.jsonl", 2, 30, ["-k", "x"])
     assert "addopts=-rxXs --strict-config --strict-markers" in cmd
     assert cmd[cmd.index("-n") + 1] == "2"
-    assert "-W" in cmd and cmd[cmd.index("-W") + 1].startswith("ignore:Pounce's native WSGI")
+    filters = next(a for a in cmd if a.startswith("filterwarnings=")).split("\n")
+    assert filters[0] == "filterwarnings=error"
+    assert filters[-1] == "ignore:Pounce's native WSGI implementation is deprecated.*:DeprecationWarning"
     assert "--ignore=tests/benchmarks" in cmd and "--timeout=30" in cmd
     assert cmd[-3:] == ["-k", "x", "tests"]
     single = cli.pytest_command(Path("/p"), ini, tmp_path / "o.jsonl", 1, 30, [])
