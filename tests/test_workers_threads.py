@@ -181,3 +181,48 @@ def test_free_threaded_auto_mode_uses_threads_with_the_gil_disabled(tmp_path: Pa
         for _ in range(4):
             body = get(server.port)[1]
             assert body.endswith("gil=0"), body
+
+
+GIL_EXTENSION = r"""
+#include <Python.h>
+/* Single-phase init and no Py_mod_gil slot: a free-threaded CPython turns the GIL on to import it. */
+static struct PyModuleDef gilly = {PyModuleDef_HEAD_INIT, "gilly", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_gilly(void) { return PyModule_Create(&gilly); }
+"""
+
+
+def _build_gil_extension(python: str, where: Path) -> bool:
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return False
+    info = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['include']); print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout.split()
+    (where / "gilly.c").write_text(GIL_EXTENSION)
+    built = subprocess.run(
+        [cc, "-shared", "-fPIC", f"-I{info[0]}", str(where / "gilly.c"), "-o", str(where / f"gilly{info[1]}")],
+        capture_output=True, timeout=60,
+    )
+    return built.returncode == 0
+
+
+@pytest.mark.freethreaded
+@pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded interpreter (POUNCE_TEST_PYTHON)")
+def test_an_app_import_that_re_enables_the_gil_is_reported_loudly(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    if not _build_gil_extension(PYTHON, app_dir):
+        pytest.skip("no C compiler to build an extension without free-threading support")
+    (app_dir / "gilapp.py").write_text("import gilly\nfrom tests.supervisors.apps import app\n")
+    with serve(
+        "--workers", "2", "--app-dir", str(app_dir), app="gilapp:app", tmp_path=tmp_path, python=PYTHON,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    ) as server:
+        output = server.output()
+        assert "re-enabled the GIL" in output and "gilly" in output, output
+        assert "Worker threads will NOT run in parallel" in output
+        assert get(server.port)[1].endswith("gil=1")

@@ -87,18 +87,23 @@ def watch_gil(what: str) -> Iterator[None]:
     not declared free-threading support; every thread worker then runs one at a time.
     """
     before = gil_enabled()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            yield
-        finally:
-            gil_warnings = [str(w.message) for w in caught if "GIL" in str(w.message)]
-            # Show what we swallowed, other than the GIL notes we report ourselves.
-            for w in caught:
-                if str(w.message) not in gil_warnings:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                yield
+            finally:
+                caught = list(recorded)
+    finally:
+        # Outside the recording block: pass on what we caught, but the GIL notes we report ourselves.
+        gil_warnings = [str(w.message) for w in caught if "GIL" in str(w.message)]
+        for w in caught:
+            if str(w.message) not in gil_warnings:
+                # warn_explicit (not showwarning) so the user's filters still apply.
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if free_threaded_build() and not before and gil_enabled():
-        detail = "; ".join(gil_warnings) if gil_warnings else "an extension module without free-threading support"
+        detail = "; ".join(m.rstrip(".") for m in gil_warnings) if gil_warnings else "an extension module without free-threading support"
         logger.warning(
             "!!! Importing %s re-enabled the GIL: %s. Worker threads will NOT run in parallel. "
             "Use --worker-mode process, upgrade that module, or set PYTHON_GIL=0 if it is known to be safe. !!!",

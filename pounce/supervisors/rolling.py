@@ -122,9 +122,6 @@ class WorkerPool(Generic[W]):
         # Handlers only queue the signal: the work happens on the main loop, outside signal context.
         self.signal_queue: list[int] = []
         self._previous_handlers: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._previous_handlers[sig] = signal.signal(sig, self._queue_signal)
 
     def _queue_signal(self, sig: int, frame: FrameType | None) -> None:
         self.signal_queue.append(sig)
@@ -148,7 +145,14 @@ class WorkerPool(Generic[W]):
             worker.start()
             self._workers.append(worker)
 
+    def _install_signals(self) -> None:
+        # Only the main thread can set handlers; a pool run elsewhere (tests) is driven through signal_queue.
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous_handlers[sig] = signal.signal(sig, self._queue_signal)
+
     def run(self) -> None:
+        self._install_signals()
         self._log_start()
         try:
             self.init_processes()

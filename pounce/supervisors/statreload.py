@@ -33,6 +33,7 @@ class StatReload(BaseReload):
     def should_restart(self) -> list[Path] | None:
         self.pause()
 
+        changed: list[Path] = []
         for file in self.iter_py_files():
             try:
                 mtime = file.stat().st_mtime
@@ -40,17 +41,13 @@ class StatReload(BaseReload):
                 continue
 
             old_time = self.mtimes.get(file)
-            if old_time is None:
-                # First sight of the file is the baseline, not a change.
-                self.mtimes[file] = mtime
-                continue
-            if mtime > old_time:
-                return [file]
-        return None
-
-    def restart(self) -> None:
-        self.mtimes = {}
-        return super().restart()
+            # First sight of a file is its baseline, not a change.
+            self.mtimes[file] = mtime
+            if old_time is not None and mtime > old_time:
+                changed.append(file)
+        # The new times are kept (not reset on restart, as Uvicorn does), so a file saved while
+        # the restart is under way is still seen as changed on the next pass.
+        return changed or None
 
     def iter_py_files(self) -> Iterator[Path]:
         for reload_dir in self.config.reload_dirs:
