@@ -64,7 +64,7 @@ LIFESPAN: dict[str, str] = {
 }
 LOOP_FACTORIES: dict[str, str | None] = {
     "none": None,
-    "auto": "pounce.loops:asyncio_loop_factory",
+    "auto": "pounce.loops:auto_loop_factory",
     "asyncio": "pounce.loops:asyncio_loop_factory",
 }
 INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2", "wsgi"]
@@ -118,6 +118,10 @@ LOGGING_CONFIG: dict[str, Any] = {
 }
 
 logger = logging.getLogger("uvicorn.error")
+
+
+class PounceDeprecationWarning(UserWarning):
+    """Deprecations in Pounce's API. A UserWarning, not a DeprecationWarning, so users see it by default."""
 
 
 class ConfigError(ValueError):

@@ -35,6 +35,7 @@ from pounce.config import (
     InterfaceType,
     LifespanType,
     LoopFactoryType,
+    WorkerModeType,
     WSProtocolType,
 )
 from pounce.server import Server
@@ -341,10 +342,9 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 def main(app: str, **options: Any) -> None:
     headers = []
     for header in options.pop("headers"):
-        name, sep, value = header.partition(":")
-        if not sep or not name.strip():
+        if ":" not in header or not header.partition(":")[0].strip():
             raise click.BadParameter(f"{header!r} is not a Name:Value pair.", param_hint="'--header'")
-        headers.append((name, value))
+        headers.append(header.split(":", 1))
     _check_combinations(options)
     log_config = options.pop("log_config")
     try:
@@ -354,7 +354,7 @@ def main(app: str, **options: Any) -> None:
             reload_dirs=options.pop("reload_dirs") or None,
             reload_includes=options.pop("reload_includes") or None,
             reload_excludes=options.pop("reload_excludes") or None,
-            headers=headers,
+            headers=headers,  # type: ignore[arg-type]  # [name, value] lists, as Uvicorn passes them
             **options,
         )
     except ConfigError as exc:
@@ -444,7 +444,7 @@ def run(
     factory: bool = False,
     h11_max_incomplete_event_size: int | None = None,
     reset_contextvars: bool = False,
-    worker_mode: str = "auto",
+    worker_mode: WorkerModeType | str = "auto",
     timeout_request_header: float = 10.0,
 ) -> None:
     if app_dir is not None:
@@ -506,14 +506,13 @@ def run(
         timeout_request_header=timeout_request_header,
     )
 
+    # Threads share the app object; a reloader or worker processes must import it themselves.
+    needs_import_string = config.reload or (config.workers > 1 and worker_mode == "process")
+    if needs_import_string and not isinstance(app, str):
+        logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
+        sys.exit(STARTUP_FAILURE)
     supervised = config.should_reload or config.workers > 1 or worker_mode == "thread"
-    if supervised:
-        # Threads share the app object; a reloader or worker processes must import it themselves.
-        needs_import_string = config.reload or (config.workers > 1 and worker_mode == "process")
-        if needs_import_string and not isinstance(app, str):
-            logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
-            sys.exit(STARTUP_FAILURE)
-    else:
+    if not supervised:
         config.load_app()
 
     server = Server(config=config)
@@ -535,6 +534,19 @@ def run(
         sys.exit(exit_code)
     if not supervised and not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ServerState":
+        import warnings
+
+        warnings.warn(
+            "pounce.main.ServerState is deprecated, use pounce.server.ServerState instead.", DeprecationWarning
+        )
+        from pounce.server import ServerState
+
+        return ServerState
+    raise AttributeError(f"module {__name__} has no attribute {name}")
 
 
 __all__ = ["main", "run"]

@@ -19,14 +19,30 @@ def _addr(info: Any) -> tuple[str, int] | None:
     return None
 
 
+def _extra_or_socket(transport: asyncio.BaseTransport, key: str, method: str) -> Any:
+    info = transport.get_extra_info(key)
+    if info is None:
+        # Some transports (and test doubles) expose only the socket; ask it, tolerating a closed one.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                info = getattr(sock, method)()
+            except OSError:
+                return None
+    return info
+
+
 def get_remote_addr(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
     """The peer as ``(host, port)``, or None for UNIX sockets and unknown peers."""
-    return _addr(transport.get_extra_info("peername"))
+    return _addr(_extra_or_socket(transport, "peername", "getpeername"))
 
 
-def get_local_addr(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
-    """Our end as ``(host, port)``, or None where the socket has no such address."""
-    return _addr(transport.get_extra_info("sockname"))
+def get_local_addr(transport: asyncio.BaseTransport) -> tuple[str, int | None] | None:
+    """Our end as ``(host, port)``; ``(path, None)`` for a UNIX socket, as the ASGI spec has it."""
+    info = _extra_or_socket(transport, "sockname", "getsockname")
+    if isinstance(info, str):
+        return (info, None)
+    return _addr(info)
 
 
 def is_ssl(transport: asyncio.BaseTransport) -> bool:
