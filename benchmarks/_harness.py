@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -577,7 +578,8 @@ def _tree_cpu_ticks(root: int) -> int:
     return ticks
 
 
-def cpu_snapshot(root: int, cpus: Sequence[int]) -> CpuSnapshot:
+def cpu_busy_ticks(cpus: Sequence[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks of ``cpus`` since boot, from /proc/stat."""
     busy = total = 0
     wanted = {f"cpu{c}" for c in cpus}
     try:
@@ -589,7 +591,17 @@ def cpu_snapshot(root: int, cpus: Sequence[int]) -> CpuSnapshot:
                 busy += sum(values) - values[3] - values[4]
     except OSError:
         pass
+    return busy, total
+
+
+def cpu_snapshot(root: int, cpus: Sequence[int]) -> CpuSnapshot:
+    busy, total = cpu_busy_ticks(cpus)
     return CpuSnapshot(_tree_cpu_ticks(root), busy, total)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_shares(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float]:
@@ -701,6 +713,18 @@ class Measurement:
     # Requests per CPU-second the server spent: unlike req/s this barely moves when other
     # processes steal the server's CPU, so it is the steadier figure on a shared machine.
     requests_per_cpu_sec: float = float("nan")
+    # wrk's own share of the load CPUs, and everything else's: near 100% for wrk means the
+    # load generator, not the server, set the pace.
+    wrk_cpu_pct: float = float("nan")
+    load_other_cpu_pct: float = float("nan")
+
+
+def _load_shares(before: tuple[int, int], after: tuple[int, int], wrk_seconds: float) -> tuple[float, float]:
+    total_s = (after[1] - before[1]) / os.sysconf("SC_CLK_TCK")
+    if total_s <= 0:
+        return float("nan"), float("nan")
+    busy_s = (after[0] - before[0]) / os.sysconf("SC_CLK_TCK")
+    return 100.0 * wrk_seconds / total_s, max(0.0, 100.0 * (busy_s - wrk_seconds) / total_s)
 
 
 def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no: int, log_dir: Path,
@@ -713,7 +737,7 @@ def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no
         return Measurement(spec.name, spec.workers, round_no, ok=False, error=str(exc))
     result: WrkResult | None = None
     error = ""
-    server_cpu = other_cpu = cpu_seconds = float("nan")
+    server_cpu = other_cpu = cpu_seconds = wrk_cpu = load_other = float("nan")
     idle = tree_memory(server.proc.pid)
     sampler = MemorySampler(server.proc.pid)
     try:
@@ -721,10 +745,15 @@ def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no
             run_wrk(server.url, duration=settings.warmup, threads=settings.threads,
                     connections=settings.connections, cpus=cpus.load)
         before = cpu_snapshot(server.proc.pid, cpus.server)
+        load_before, wrk_before = cpu_busy_ticks(cpus.load), _children_cpu_seconds()
         with sampler:
             result = run_wrk(server.url, duration=settings.duration, threads=settings.threads,
                              connections=settings.connections, cpus=cpus.load)
+        # wrk is the only child reaped in between, so the RUSAGE_CHILDREN delta is wrk's CPU time.
+        wrk_seconds = _children_cpu_seconds() - wrk_before
+        load_after = cpu_busy_ticks(cpus.load)
         after = cpu_snapshot(server.proc.pid, cpus.server)
+        wrk_cpu, load_other = _load_shares(load_before, load_after, wrk_seconds)
         server_cpu, other_cpu = cpu_shares(before, after)
         cpu_seconds = (after.tree_ticks - before.tree_ticks) / os.sysconf("SC_CLK_TCK")
         if server.proc.poll() is not None:
@@ -747,6 +776,7 @@ def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no
         stop_seconds=stopped.seconds, stop_forced=stopped.forced,
         server_cpu_pct=server_cpu, other_cpu_pct=other_cpu,
         requests_per_cpu_sec=result.requests / cpu_seconds if cpu_seconds > 0 else float("nan"),
+        wrk_cpu_pct=wrk_cpu, load_other_cpu_pct=load_other,
     )
 
 
@@ -766,7 +796,8 @@ def run_interleaved(specs: Sequence[ServerSpec], cpus: CpuPlan, settings: LoadSe
                 if m.ok:
                     log(f"[bench]     {m.requests_per_sec:,.0f} req/s, p99 {m.p99_ms:.2f} ms, "
                         f"RSS {m.rss_peak_bytes / 2**20:.1f} MiB, errors {m.errors}, "
-                        f"server CPU {m.server_cpu_pct:.0f}%, other load on its CPUs {m.other_cpu_pct:.0f}%")
+                        f"server CPU {m.server_cpu_pct:.0f}% (others {m.other_cpu_pct:.0f}%), "
+                        f"wrk CPU {m.wrk_cpu_pct:.0f}% (others {m.load_other_cpu_pct:.0f}%)")
                 else:
                     log(f"[bench]     FAILED: {m.error.splitlines()[0] if m.error else ''}")
                 results.append(m)
@@ -788,6 +819,13 @@ class Summary:
     median_server_cpu_pct: float = float("nan")
     max_other_cpu_pct: float = float("nan")  # worst noise seen on the server CPUs
     median_requests_per_cpu_sec: float = float("nan")
+    max_wrk_cpu_pct: float = float("nan")
+    max_load_other_cpu_pct: float = float("nan")
+
+    @property
+    def noise(self) -> str:
+        """Worst foreign load seen on the server's / wrk's CPUs, e.g. "12/3"."""
+        return f"{pct(self.max_other_cpu_pct)}/{pct(self.max_load_other_cpu_pct)}"
 
     @property
     def ok(self) -> bool:
@@ -811,8 +849,9 @@ def summarise(results: Sequence[Measurement]) -> list[Summary]:
             rps_spread_pct=_spread(m.requests_per_sec for m in good),
             median_server_cpu_pct=_nan_median(m.server_cpu_pct for m in good),
             median_requests_per_cpu_sec=_nan_median(m.requests_per_cpu_sec for m in good),
-            max_other_cpu_pct=max((m.other_cpu_pct for m in good if m.other_cpu_pct == m.other_cpu_pct),
-                                  default=float("nan")),
+            max_wrk_cpu_pct=_nan_max(m.wrk_cpu_pct for m in good),
+            max_load_other_cpu_pct=_nan_max(m.load_other_cpu_pct for m in good),
+            max_other_cpu_pct=_nan_max(m.other_cpu_pct for m in good),
         ))
     return out
 
@@ -824,9 +863,29 @@ def _spread(values: Iterable[float]) -> float:
     return 100.0 * (max(vals) - min(vals)) / statistics.median(vals)
 
 
+def _nan_max(values: Iterable[float]) -> float:
+    return max((v for v in values if v == v), default=float("nan"))
+
+
 def _nan_median(values: Iterable[float]) -> float:
     vals = [v for v in values if v == v]
     return statistics.median(vals) if vals else float("nan")
+
+
+def noise_warnings(summaries: Iterable[Summary]) -> list[str]:
+    """Plain-language warnings when the figures were bent by something other than the server."""
+    items = list(summaries)
+    out = []
+    srv = _nan_max(x.max_other_cpu_pct for x in items)
+    load = _nan_max(x.max_load_other_cpu_pct for x in items)
+    if srv > 10 or load > 10:
+        out.append(f"Warning: other processes used up to {pct(srv)}% of the server's CPUs and {pct(load)}% of "
+                   f"wrk's during some runs; req/s is noisy, req/CPU-s much less so.")
+    bound = [f"{x.server} x{x.workers}" for x in items if x.max_wrk_cpu_pct >= 90]
+    if bound:
+        out.append(f"Warning: wrk used >= 90% of its CPUs for {', '.join(bound)}: the load generator may have "
+                   f"set the pace there; give it more CPUs (--cpus-load, --wrk-threads).")
+    return out
 
 
 def count(value: float) -> str:

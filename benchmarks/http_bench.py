@@ -119,13 +119,13 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
         if s.ok:
             rows.append([name, f"{s.median_rps:,.0f}", h.pct(s.rps_spread_pct), f"{s.median_p99_ms:.2f}",
                          h.mib(s.median_rss_bytes), str(s.errors), h.pct(s.median_server_cpu_pct),
-                         h.pct(s.max_other_cpu_pct), h.count(s.median_requests_per_cpu_sec), f"{s.ok_runs}/{s.runs}"])
+                         h.pct(s.max_wrk_cpu_pct), s.noise, h.count(s.median_requests_per_cpu_sec), f"{s.ok_runs}/{s.runs}"])
         else:
-            rows.append([name, "FAILED", "-", "-", "-", "-", "-", "-", "-", f"0/{s.runs}"])
+            rows.append([name, "FAILED", "-", "-", "-", "-", "-", "-", "-", "-", f"0/{s.runs}"])
     print(h.format_table(["server (1 worker)", "req/s (median)", "spread %", "p99 ms", "RSS MiB", "errors",
-                          "srv CPU %", "other %", "req/CPU-s", "runs"], rows))
+                          "srv CPU %", "wrk CPU %", "noise %", "req/CPU-s", "runs"], rows))
     print("spread: (max-min)/median req/s over the rounds; srv CPU: the server's use of its CPUs; "
-          "other: other processes on the server's CPUs during the run (noise); "
+          "wrk CPU: wrk's use of its CPUs; noise: most CPU other processes took on the server's/wrk's CPUs; "
           "req/CPU-s: requests per CPU-second the server used")
 
     ratios: dict[str, dict[str, float | None]] = {}
@@ -159,11 +159,8 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
             print(f"  {t['pounce']} / {t['peer']} >= {t['target']:.1f}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}"
                   f"  (per server CPU-second: {h.fmt_ratio(t['ratio_per_cpu_second'])})")
 
-    noisy = max((s.max_other_cpu_pct for s in summaries.values() if s.max_other_cpu_pct == s.max_other_cpu_pct),
-                default=0.0)
-    if noisy > 10:
-        print(f"\nWarning: other processes used up to {noisy:.0f}% of the server's CPU during some runs; "
-              f"req/s ratios are noisy, the per-CPU-second ratios much less so.")
+    for warning in h.noise_warnings(summaries.values()):
+        print("\n" + warning)
 
     failures = [s for s in summaries.values() if not s.ok]
     for s in failures:

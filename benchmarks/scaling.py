@@ -109,16 +109,17 @@ def run(names: Sequence[str], worker_counts: Sequence[int], args: argparse.Names
         for w in worker_counts:
             s = summaries[(n, w)]
             if not s.ok:
-                rows.append([n, str(w), "FAILED", "-", "-", "-", "-", "-", "-", "-"])
+                rows.append([n, str(w), "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"])
                 continue
             scale = h.ratio(s.median_rps, base.median_rps)
             rows.append([n, str(w), f"{s.median_rps:,.0f}", f"{s.median_p99_ms:.2f}", h.mib(s.median_rss_bytes),
                          h.fmt_ratio(scale), str(s.errors), h.pct(s.median_server_cpu_pct),
-                         h.pct(s.max_other_cpu_pct), h.count(s.median_requests_per_cpu_sec)])
+                         h.pct(s.max_wrk_cpu_pct), s.noise, h.count(s.median_requests_per_cpu_sec)])
     print(h.format_table(["server", "workers", "req/s", "p99 ms", "RSS MiB", f"vs {worker_counts[0]}w", "errors",
-                          "srv CPU %", "other %", "req/CPU-s"], rows))
+                          "srv CPU %", "wrk CPU %", "noise %", "req/CPU-s"], rows))
     print("RSS: peak under load, summed over every process of the server; srv CPU: the server's use of its "
-          "CPUs' capacity; other: other processes on those CPUs (noise); req/CPU-s: requests per CPU-second "
+          "CPUs' capacity; wrk CPU: wrk's use of its CPUs; noise: most CPU other processes took on the server's/wrk's "
+          "CPUs; req/CPU-s: requests per CPU-second "
           "the server used")
 
     targets = compute_targets(summaries, worker_counts)
@@ -133,11 +134,8 @@ def run(names: Sequence[str], worker_counts: Sequence[int], args: argparse.Names
             op = "<=" if t["at_most"] else ">="
             print(f"  {t['name']} {op} {t['target']:g}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}")
 
-    noisy = max((s.max_other_cpu_pct for s in summaries.values() if s.max_other_cpu_pct == s.max_other_cpu_pct),
-                default=0.0)
-    if noisy > 10:
-        print(f"\nWarning: other processes used up to {noisy:.0f}% of the server's CPU during some runs; "
-              f"req/s ratios are noisy, the req/CPU-s column much less so.")
+    for warning in h.noise_warnings(summaries.values()):
+        print("\n" + warning)
 
     failures = [s for s in summaries.values() if not s.ok]
     for s in failures:
