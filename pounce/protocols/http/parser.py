@@ -29,8 +29,15 @@ _REQUEST_LINE = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TCH
 # (§5.2, a line starting with SP/HTAB) both fail; field values may hold no CTL but HTAB (RFC 9110
 # §5.5), which also rejects bare CR and bare LF inside a head.
 _FIELD_LINES = re.compile(rb"(?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*" % _TCHAR)
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+# RFC 9112 §7.1.1: chunk-size [ BWS ";" chunk-ext ]. Whitespace is allowed only before an extension:
+# a bare "5 " is a known request-smuggling tell (parsers disagree on it), so it is rejected.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
+# RFC 9112 §2.2: a bare LF as a line terminator is something we do not accept. Searched only while a
+# head is incomplete, so a client using LF line endings gets a prompt 400 instead of a header timeout.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+# RFC 9112 §3.2.2 / RFC 3986 §3.1: absolute-form starts with a scheme and "://".
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class ProtocolError(Exception):
@@ -96,6 +103,8 @@ def parse_request_head(
             raise ProtocolError(414, "Request line too long")
         if len(buf) - start > max_head:
             raise ProtocolError(431, "Request header fields too large")
+        if _BARE_LF.search(buf, start) is not None:
+            raise ProtocolError(400, "Bare LF in request head")
         return None
     if end - start > max_head:
         raise ProtocolError(431, "Request header fields too large")
@@ -112,6 +121,14 @@ def parse_request_head(
         # RFC 9110 §15.6.6: 505 for a major version we do not implement.
         raise ProtocolError(505, "HTTP version not supported")
     http_version = "1.0" if minor == b"0" else "1.1"
+    # RFC 9112 §3.2: origin-form ("/path"), absolute-form ("http://host/path") or, for OPTIONS only,
+    # asterisk-form. Authority-form belongs to CONNECT, a tunnel an ASGI server cannot provide.
+    if (
+        target[0] != 0x2F  # "/"
+        and not (target == b"*" and method == b"OPTIONS")
+        and _ABSOLUTE_FORM.match(target) is None
+    ):
+        raise ProtocolError(400, "Invalid request target")
 
     fields_start = line_end + 2
     if _FIELD_LINES.fullmatch(head, fields_start) is None:
@@ -136,9 +153,9 @@ def parse_request_head(
                 raise ProtocolError(400, "Invalid Content-Length")
             content_length = value
         elif name == b"transfer-encoding":
-            if transfer_encoding is not None:
-                raise ProtocolError(501, "Repeated Transfer-Encoding")
-            transfer_encoding = value.lower()
+            # RFC 9110 §5.3: repeated field lines are one comma-separated list.
+            value = value.lower()
+            transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
         elif name == b"host":
             host_count += 1
         elif name == b"connection":
@@ -157,19 +174,18 @@ def parse_request_head(
         # RFC 9112 §6.1: both framings present is a smuggling attempt; reject, never guess.
         if content_length is not None:
             raise ProtocolError(400, "Both Content-Length and Transfer-Encoding")
-        # RFC 9112 §6.1: chunked must be the final (here: the only) coding; others we cannot decode (501).
         if transfer_encoding != b"chunked":
-            raise ProtocolError(501, "Unsupported Transfer-Encoding")
+            _reject_transfer_codings(transfer_encoding)
         if http_version == "1.0":
+            # RFC 9112 §6.1: Transfer-Encoding in a 1.0 message means the framing is faulty.
             raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
         chunked = True
     length = int(content_length) if content_length is not None else 0
 
-    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
-    if http_version == "1.1":
-        keep_alive = b"close" not in tokens
-    else:
-        keep_alive = b"keep-alive" in tokens
+    tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
+    # RFC 9112 §9.3: 1.1 is persistent unless "close". HTTP/1.0 keep-alive is never honoured, as in
+    # Uvicorn (both its parsers) and h11: 1.0 clients get "connection: close" and the connection ends.
+    keep_alive = http_version == "1.1" and b"close" not in tokens
     if upgrade is not None and b"upgrade" not in tokens:
         upgrade = None
 
@@ -187,6 +203,17 @@ def parse_request_head(
         ),
         end + 4,
     )
+
+
+def _reject_transfer_codings(transfer_encoding: bytes) -> None:
+    """Raise the right error for any Transfer-Encoding other than exactly ``chunked``."""
+    codings = [coding.strip(b" \t") for coding in transfer_encoding.split(b",")]
+    if codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        # RFC 9112 §6.3 (4): chunked not final means the body length cannot be determined: 400. A
+        # second chunked (§7.1: applied at most once) is as ambiguous.
+        raise ProtocolError(400, "Invalid Transfer-Encoding")
+    # RFC 9112 §6.1: chunked is final but preceded by codings we do not decode (gzip, ...).
+    raise ProtocolError(501, "Unsupported Transfer-Encoding")
 
 
 class ContentLengthReader:
