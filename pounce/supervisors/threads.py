@@ -1,6 +1,6 @@
 """Thread workers: one process, N threads, each running its own event loop and ``Server``.
 
-Every thread accepts on its own ``dup()`` of the shared listening socket(s) -- one queue in the
+Every thread accepts on its own descriptor of the shared listening socket(s) -- one queue in the
 kernel, so a connection waits for whichever loop is free; closing one thread's copy on
 shutdown leaves the others (and the queue) untouched. All threads serve the one app object
 imported by ``Config.load()`` and read the same frozen ``ServerConfig``; everything mutable
@@ -21,13 +21,15 @@ On SIGHUP the new generation gets a fresh app: with ``--factory`` the factory is
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import logging
+import os
+import socket
 import threading
 import time
-from socket import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
 from pounce.supervisors.spawn import Status, server_status
@@ -41,14 +43,44 @@ logger = logging.getLogger("uvicorn.error")
 _names = itertools.count(1)
 
 
+class FairShareSocket(socket.socket):
+    """A worker's own descriptor of the shared listening socket that takes one connection per loop turn.
+
+    asyncio accepts up to ``backlog`` connections each time the socket is readable, so the first
+    loop to wake would take a whole burst while the others stay idle. Refusing a second accept
+    in the same loop iteration (BlockingIOError is what asyncio expects from an empty queue)
+    leaves the rest queued in the kernel, where every loop -- the least busy first -- sees them.
+    """
+
+    _took_one = False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._took_one:
+            raise BlockingIOError
+        conn, addr = super().accept()
+        self._took_one = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        return conn, addr
+
+    def _next_turn(self) -> None:
+        self._took_one = False
+
+
+def own_descriptor(sock: socket.socket) -> socket.socket:
+    """A new descriptor for ``sock`` that this worker's server may close without touching the others'."""
+    if sock.type != socket.SOCK_STREAM:  # pragma: no cover - asyncio servers are stream sockets
+        return sock.dup()
+    return FairShareSocket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+
+
 class ThreadWorker:
     """One worker thread with its own event loop and ``Server``."""
 
-    def __init__(self, config: Config, sockets: list[socket]) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         self.config = config
         self.name = f"pounce-worker-{next(_names)}"
         self._sockets = sockets
-        self._own_sockets: list[socket] = []
+        self._own_sockets: list[socket.socket] = []
         self.server = WorkerServer(config)
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._exitcode: int | None = None
@@ -71,7 +103,7 @@ class ThreadWorker:
 
     def start(self) -> None:
         # Our own descriptors: the server closes them when it stops, which must not touch the others'.
-        self._own_sockets = [sock.dup() for sock in self._sockets]
+        self._own_sockets = [own_descriptor(sock) for sock in self._sockets]
         self.thread.start()
 
     def is_running(self) -> bool:
@@ -152,7 +184,7 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
     plural = "threads"
     parent_name = "server"
 
-    def __init__(self, config: Config, sockets: list[socket]) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
         # The config (and so the app) the next worker is started with; SIGHUP may load a new one.
         self.generation = config
