@@ -12,7 +12,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from pounce._types import ASGI3Application
+from pounce._types import ASGI3Application, Scope
 from pounce.config import Config
 from pounce.logging import TRACE_LOG_LEVEL
 from pounce.protocols.http.cycle import RequestResponseCycle
@@ -20,7 +20,16 @@ from pounce.protocols.http.flow_control import FlowControl, service_unavailable
 from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from pounce.server import ServerState
 
-NO_WS_LIBRARY_MESSAGE = "No supported WebSocket library detected. Install it with \"pip install 'pounce[ws]'\"."
+NO_WS_LIBRARY_MESSAGE = (
+    "No supported WebSocket library detected. Please use \"pip install 'pounce[ws]'\", or install 'wsproto' manually."
+)
+INVALID_REQUEST = "Invalid HTTP request received."
+
+
+def error_body(status: int, reason: str) -> bytes:
+    """The body of a response to a request we reject: Uvicorn's wording for 400, else the reason."""
+    return INVALID_REQUEST.encode() if status == 400 else reason.encode("ascii")
+
 
 
 class BaseHTTPProtocol(asyncio.Protocol):
@@ -58,10 +67,10 @@ class BaseHTTPProtocol(asyncio.Protocol):
         # Per-connection state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
-        self.server: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme: str = "http"
-        self.scope: dict[str, Any] = None  # type: ignore[assignment]
+        self.scope: Scope = None  # type: ignore[assignment]
         self.cycle: RequestResponseCycle | None = None
         self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
         self._header_timer: asyncio.TimerHandle | None = None
@@ -139,17 +148,13 @@ class BaseHTTPProtocol(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
-    def _websocket_unavailable(self) -> bool:
-        """Handle an upgrade to WebSocket that no library can serve; True when it was answered here."""
+    def _unsupported_upgrade(self) -> None:
+        """An Upgrade we will not perform: warn, and the app gets the request as plain HTTP (as Uvicorn)."""
         self.logger.warning("Unsupported upgrade request.")
-        if self.config.ws == "none":
-            # WebSockets were switched off on purpose: the app gets the request as plain HTTP.
-            return False
-        self.logger.warning(NO_WS_LIBRARY_MESSAGE)
-        self._send_error(400, "WebSocket support is not installed (pip install 'pounce[ws]').")
-        return True
+        if self.ws_protocol_class is None:
+            self.logger.warning(NO_WS_LIBRARY_MESSAGE)
 
-    def _send_error(self, status: int, reason: str) -> None:
+    def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         raise NotImplementedError  # pragma: no cover
 
     def _handle_websocket_upgrade(self, raw_request: bytes) -> None:
@@ -200,6 +205,6 @@ class BaseHTTPProtocol(asyncio.Protocol):
         if self._waiting_for_head():
             client = "%s:%d" % self.client if self.client else "client"
             self.logger.warning("Request headers not received in time from %s.", client)
-            self._send_error(408, "Request headers not received in time.")
+            self._send_error(408, "Request headers not received in time.", log=False)
         else:
             self._close()

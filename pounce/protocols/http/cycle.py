@@ -51,7 +51,7 @@ def build_http_scope(
     headers: list[tuple[bytes, bytes]],
     root_path: str,
     asgi_version: str,
-    server: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
     client: tuple[str, int] | None,
     scheme: str,
     app_state: dict[str, Any],
@@ -179,7 +179,12 @@ class RequestResponseCycle:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
             self.response_started = True
-            self.waiting_for_100_continue = False
+            if self.waiting_for_100_continue:
+                self.waiting_for_100_continue = False
+                if self.more_body:
+                    # RFC 9110 §10.1.1: answered without "100 Continue", the client may send the body or
+                    # may not; we cannot tell where its next request would start, so close after this one.
+                    self.keep_alive = False
 
             status = message["status"]
             headers = message.get("headers", [])

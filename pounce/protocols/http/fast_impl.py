@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 from pounce.config import Config
-from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import (
     INVALID_HEADER_NAME,
     INVALID_HEADER_VALUE,
@@ -30,7 +30,6 @@ from pounce.protocols.http.parser import (
 )
 from pounce.server import ServerState
 
-_ERROR_BODY = {400: b"Invalid HTTP request received."}
 _NO_BODY_STATUSES = frozenset((204, 304))
 
 
@@ -67,7 +66,7 @@ class FastCycle(RequestResponseCycle):
             elif lname == b"transfer-encoding":
                 # The app asked for chunked framing: we do the encoding, it sends plain bytes.
                 self._chunked = self._framed = b"chunked" in value.lower()
-            elif lname == b"connection" and value.lower() == b"close":
+            elif lname == b"connection" and b"close" in [t.strip(b" \t") for t in value.lower().split(b",")]:
                 self.keep_alive = False
                 close_sent = True
             parts.append(b"%s: %s\r\n" % (name, value))
@@ -196,14 +195,13 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 app_state=self.app_state,
             )
 
-            if head.upgrade == b"websocket":
-                if self.ws_protocol_class is not None:
+            if head.upgrade is not None:
+                if head.upgrade == b"websocket" and self.ws_protocol_class is not None:
                     pending = raw_head + bytes(buf)
                     buf.clear()
                     self._handle_websocket_upgrade(pending)
                     return
-                if self._websocket_unavailable():
-                    return
+                self._unsupported_upgrade()
 
             app = self._select_app()
             self.cycle = cycle = FastCycle(
@@ -256,19 +254,21 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         if data or done:
             cycle.message_event.set()
 
-    def _send_error(self, status: int, reason: str) -> None:
+    def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         """Answer a request we cannot parse or serve, then close: the framing can no longer be trusted."""
-        self.logger.warning("Invalid HTTP request received.")
+        if log:
+            self.logger.warning(INVALID_REQUEST)
         cycle = self.cycle
         if (cycle is None or not cycle.response_started) and not self.transport.is_closing():
-            body = _ERROR_BODY.get(status, reason.encode())
+            body = error_body(status, reason)
             self.transport.write(
                 b"".join(
                     [
                         STATUS_LINE[status],
+                        self.server_state.default_headers_raw,
                         b"content-type: text/plain; charset=utf-8\r\n",
                         b"content-length: %d\r\n" % len(body),
-                        b"Connection: close\r\n\r\n",
+                        b"connection: close\r\n\r\n",
                         body,
                     ]
                 )

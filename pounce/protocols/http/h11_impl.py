@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import h11
 
 from pounce.config import Config
-from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import RequestResponseCycle, build_http_scope, status_phrase
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
+from pounce.protocols.http.parser import ProtocolError, parse_request_head
 from pounce.server import ServerState
 
 # h11's own default; Uvicorn exposes it as --h11-max-incomplete-event-size.
 DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = 16 * 1024
+# Size limits on the h11 path are h11's (max_incomplete_event_size); our parser checks only the rules.
+_NO_LIMIT = sys.maxsize
 
 
 class H11Cycle(RequestResponseCycle):
@@ -34,13 +38,13 @@ class H11Cycle(RequestResponseCycle):
         if not self.keep_alive and (b"connection", b"close") not in headers:
             headers = headers + [(b"connection", b"close")]
         response = h11.Response(status_code=status, headers=headers, reason=status_phrase(status))
-        self.transport.write(self.conn.send(response))  # type: ignore[arg-type]
+        self.transport.write(self.conn.send(response))
 
     def write_body(self, body: bytes, more_body: bool) -> None:
         data = b"" if self.scope["method"] == "HEAD" else body
         output = self.conn.send(h11.Data(data=data))
         if not more_body:
-            output += self.conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            output += self.conn.send(h11.EndOfMessage())
             if self.conn.our_state is h11.MUST_CLOSE:
                 self.keep_alive = False
         if output:
@@ -79,13 +83,32 @@ class H11Protocol(BaseHTTPProtocol):
     def _waiting_for_head(self) -> bool:
         return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
 
+    def _check_head(self) -> bool:
+        """Hold the next request head to the same rules as our own parser; False when it was rejected.
+
+        h11 is more lenient than we want on its own: it unfolds obs-fold lines, accepts bare-LF line
+        endings, control characters in values, repeated Content-Length and CL + TE together. Any of
+        those can make two parsers disagree about where a request ends (request smuggling).
+        """
+        head = self.conn.trailing_data[0]
+        if not head:
+            return True
+        try:
+            parse_request_head(head, _NO_LIMIT, _NO_LIMIT)
+        except ProtocolError as exc:
+            self._send_error(exc.status, exc.reason)
+            return False
+        return True
+
     def handle_events(self) -> None:
         while True:
+            if self.conn.their_state is h11.IDLE and not self._check_head():
+                return
             try:
                 event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
-                self._send_error(status, "Invalid HTTP request received.")
+            except h11.RemoteProtocolError:
+                # Uvicorn's h11 protocol answers every h11 parse error with 400, whatever the hint.
+                self._send_error(400, INVALID_REQUEST)
                 return
 
             if event is h11.NEED_DATA:
@@ -115,12 +138,11 @@ class H11Protocol(BaseHTTPProtocol):
                     app_state=self.app_state,
                 )
                 upgrade = self._get_upgrade()
-                if upgrade == b"websocket":
-                    if self.ws_protocol_class is not None:
+                if upgrade is not None:
+                    if upgrade == b"websocket" and self.ws_protocol_class is not None:
                         self._handle_websocket_upgrade(self._replay_request(event))
                         return
-                    if self._websocket_unavailable():
-                        return
+                    self._unsupported_upgrade()
 
                 app = self._select_app()
                 self.cycle = H11Cycle(
@@ -181,14 +203,22 @@ class H11Protocol(BaseHTTPProtocol):
         output.append(self.conn.trailing_data[0])
         return b"".join(output)
 
-    def _send_error(self, status: int, reason: str) -> None:
-        self.logger.warning("Invalid HTTP request received.")
+    def _send_error(self, status: int, reason: str, log: bool = True) -> None:
+        if log:
+            self.logger.warning(INVALID_REQUEST)
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self.transport.is_closing():
-            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+            body = error_body(status, reason)
+            headers = [
+                *self.server_state.default_headers,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+                # Capitalised as Uvicorn's h11 protocol sends it (h11 keeps the casing it is given).
+                (b"Connection", b"close"),
+            ]
             try:
                 output = self.conn.send(h11.Response(status_code=status, headers=headers, reason=status_phrase(status)))
-                output += self.conn.send(h11.Data(data=reason.encode("ascii")))  # type: ignore[operator]
-                output += self.conn.send(h11.EndOfMessage())  # type: ignore[operator]
+                output += self.conn.send(h11.Data(data=body))
+                output += self.conn.send(h11.EndOfMessage())
                 self.transport.write(output)
             except h11.LocalProtocolError:
                 pass
