@@ -31,6 +31,10 @@ def error_body(status: int, reason: str) -> bytes:
     return INVALID_REQUEST.encode() if status == 400 else reason.encode("ascii")
 
 
+# On shutdown an idle keep-alive connection stays open this long (at most) for a request already on
+# its way; see ``shutdown``.
+MAX_DRAIN_GRACE = 1.0
+
 
 class BaseHTTPProtocol(asyncio.Protocol):
     def __init__(
@@ -74,6 +78,9 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.cycle: RequestResponseCycle | None = None
         self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        # Set by ``shutdown`` on an idle connection: serve at most one more request, with "connection: close".
+        self.draining = False
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     def _trace(self, message: str) -> None:
         if self.logger.level <= TRACE_LOG_LEVEL:
@@ -103,6 +110,9 @@ class BaseHTTPProtocol(asyncio.Protocol):
             self.flow.resume_writing()
         self._cancel_header_timer()
         self._unset_keepalive_if_required()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         if exc is None and not self.transport.is_closing():
             self.transport.close()
 
@@ -116,11 +126,32 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.flow.resume_writing()
 
     def shutdown(self) -> None:
-        """Called by the server on shutdown: close idle connections, finish busy ones and then close."""
-        if self.cycle is None or self.cycle.response_complete:
+        """Called by the server on shutdown: finish what is in flight, then close.
+
+        A busy connection finishes its response with "connection: close". An idle keep-alive connection
+        is not closed at once: its client may be sending the next request right now, and closing would
+        fail that request (the classic race of rolling restarts). It drains instead: a request arriving
+        within the grace window is served with "connection: close"; otherwise it closes when the window
+        ends. A connection that has not received a byte yet closes at once, as in Uvicorn.
+        """
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        if cycle is None and self.timeout_keep_alive_task is None and not self._waiting_for_head():
             self._close()
-        else:
-            self.cycle.keep_alive = False
+            return
+        if not self.draining:
+            self.draining = True
+            grace = min(self.timeout_keep_alive, MAX_DRAIN_GRACE)
+            self._drain_timer = self.loop.call_later(grace, self._drain_timeout)
+
+    def _drain_timeout(self) -> None:
+        self._drain_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return  # A last request arrived in time; its response closes the connection.
+        self._close()
 
     def _close(self) -> None:
         if not self.transport.is_closing():

@@ -213,7 +213,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self.access_log,
                 asyncio.Event(),
                 self.on_response_complete,
-                head.keep_alive,
+                head.keep_alive and not self.draining,
                 head.expect_continue,
                 default_headers=self.server_state.default_headers_raw,
                 method=head.method,

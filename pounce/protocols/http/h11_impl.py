@@ -154,7 +154,7 @@ class H11Protocol(BaseHTTPProtocol):
                     self.access_log,
                     asyncio.Event(),
                     self.on_response_complete,
-                    True,
+                    not self.draining,
                     self.conn.they_are_waiting_for_100_continue,
                     conn=self.conn,
                     default_headers=self.server_state.default_headers,
