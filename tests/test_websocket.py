@@ -1,0 +1,738 @@
+"""WebSockets end to end: a real Pounce server on 127.0.0.1:0 and real clients.
+
+``websockets`` (sync client) for ordinary traffic and compression, ``wsproto`` and raw sockets
+where a test must put exact frames on the wire (fragments, protocol violations, silent peers),
+``httpx`` for denial responses, and the CLI in a subprocess for the worker modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from typing import Any
+
+import httpx
+import pytest
+import websockets.exceptions
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wsevents
+
+from tests.utils import RunningServer, run_server
+
+pytestmark = pytest.mark.timeout(30)
+
+HTTP_IMPLS = ["fast", "h11"]
+
+
+# ----------------------------------------------------------------------------- apps
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echo every message back; importable by the CLI tests as ``tests.test_websocket:echo_app``."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"plain http"})
+        return
+    if scope["type"] != "websocket":
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+        else:
+            return
+
+
+class Recorder:
+    """An app that records what it receives; the test thread waits on its events."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.scope: dict[str, Any] = {}
+        self.disconnected = threading.Event()
+        self.done = threading.Event()
+
+    def wait_disconnect(self, timeout: float = 5.0) -> dict[str, Any]:
+        assert self.disconnected.wait(timeout), f"no websocket.disconnect; got {self.messages!r}"
+        return self.messages[-1]
+
+
+def ws_url(running: RunningServer, path: str = "/") -> str:
+    return f"ws://{running.host}:{running.port}{path}"
+
+
+@pytest.fixture(params=HTTP_IMPLS)
+def http_impl(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# ----------------------------------------------------------------------------- raw frames
+
+
+def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
+    """A frame as a client would send it, with every bit under the test's control."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        header = bytes((first, mask_bit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + body
+
+
+class RawClient:
+    """A WebSocket client on a plain socket: wsproto for the handshake, frames by hand."""
+
+    def __init__(self, running: RunningServer, path: str = "/", extra: bytes = b"", headers: bytes = b"") -> None:
+        self.sock = running.connect(timeout=5.0)
+        self.buffer = b""
+        key = b"dGhlIHNhbXBsZSBub25jZQ=="
+        self.sock.sendall(
+            b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
+            + headers + b"\r\n" + extra
+        )
+        head = self._read_until(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1])
+        self.head = head
+
+    def _read_until(self, marker: bytes, timeout: float = 5.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while marker not in self.buffer and time.monotonic() < deadline:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, sep, rest = self.buffer.partition(marker)
+        assert sep, f"no {marker!r} in {self.buffer[:200]!r}"
+        self.buffer = rest
+        return head
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def frame(self, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """The next server frame as (opcode, payload), or None once the server closed TCP."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buffer) >= 2:
+                n = self.buffer[1] & 0x7F
+                offset = 2
+                if n == 126:
+                    n, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
+                elif n == 127:
+                    n, offset = struct.unpack("!Q", self.buffer[2:10])[0], 10
+                if len(self.buffer) >= offset + n:
+                    assert not self.buffer[1] & 0x80, "server frames must not be masked"
+                    opcode, payload = self.buffer[0] & 0x0F, self.buffer[offset : offset + n]
+                    self.buffer = self.buffer[offset + n :]
+                    return opcode, payload
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "timed out waiting for a frame"
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def close_frame(self, timeout: float = 5.0) -> tuple[int, str]:
+        """Skip data and pings until the server's close frame; return its code and reason."""
+        for _ in range(1000):
+            frame = self.frame(timeout)
+            assert frame is not None, "TCP closed without a close frame"
+            if frame[0] == 0x8:
+                code = struct.unpack("!H", frame[1][:2])[0] if frame[1] else 1005
+                return code, frame[1][2:].decode()
+        raise AssertionError("no close frame")
+
+    def assert_tcp_closed(self, timeout: float = 5.0) -> None:
+        for _ in range(1000):
+            if self.frame(timeout) is None:
+                return
+        raise AssertionError("TCP connection still open")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ----------------------------------------------------------------------------- traffic
+
+
+def test_echo_text_and_bytes(http_impl: str) -> None:
+    with run_server(echo_app, http=http_impl) as running:
+        with connect(ws_url(running), compression=None) as ws:
+            messages: list[str | bytes] = ["hello", "", "héllo wörld ✓", b"\x00\x01\x02", b"", bytes(range(256)) * 300]
+            for message in messages:
+                ws.send(message)
+                assert ws.recv(timeout=5) == message
+
+
+def test_scope(http_impl: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.update(scope)
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "chat"})
+        await send({"type": "websocket.close"})
+
+    with run_server(app, http=http_impl, root_path="/root") as running:
+        url = ws_url(running, "/one%2Ftwo?x=1&y=%20")
+        with connect(url, subprotocols=[Subprotocol("chat"), Subprotocol("other")], additional_headers={"X-Extra": "yes"}) as ws:
+            assert ws.subprotocol == "chat"
+            with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+                ws.recv(timeout=5)
+    headers = dict(seen["headers"])
+    assert seen["type"] == "websocket"
+    assert seen["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert seen["http_version"] == "1.1"
+    assert seen["scheme"] == "ws"
+    assert seen["path"] == "/root/one/two"
+    assert seen["raw_path"] == b"/root/one%2Ftwo"
+    assert seen["root_path"] == "/root"
+    assert seen["query_string"] == b"x=1&y=%20"
+    assert seen["subprotocols"] == ["chat", "other"]
+    assert seen["client"][0] == "127.0.0.1" and seen["server"] == ("127.0.0.1", running.port)
+    assert headers[b"host"] == f"127.0.0.1:{running.port}".encode()
+    assert headers[b"x-extra"] == b"yes"
+    assert headers[b"sec-websocket-protocol"] == b"chat, other"
+    assert b"permessage-deflate" in headers[b"sec-websocket-extensions"]
+    assert "websocket.http.response" in seen["extensions"]
+
+
+def test_accept_with_subprotocol_and_headers() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "v2", "headers": [(b"x-session", b"42")]})
+        await receive()
+
+    with run_server(app) as running:
+        with connect(ws_url(running), subprotocols=[Subprotocol("v1"), Subprotocol("v2")]) as ws:
+            assert ws.subprotocol == "v2"
+            assert ws.response is not None
+            assert ws.response.headers["x-session"] == "42"
+            assert ws.response.headers["server"] == "pounce"
+
+
+def test_app_close_with_code_and_reason() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "bye soon"})
+        await send({"type": "websocket.close", "code": 4001, "reason": "done here"})
+
+    with run_server(app) as running:
+        with connect(ws_url(running)) as ws:
+            assert ws.recv(timeout=5) == "bye soon"
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=5)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "done here")
+
+
+def test_client_close_reaches_the_app_with_code_and_reason() -> None:
+    recorder = Recorder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            recorder.messages.append(message)
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.disconnect":
+                recorder.disconnected.set()
+                return
+
+    with run_server(app) as running:
+        with connect(ws_url(running)) as ws:
+            ws.send("one")
+            ws.close(code=1001, reason="going away")
+        last = recorder.wait_disconnect()
+    assert recorder.messages[1] == {"type": "websocket.receive", "text": "one"}
+    assert last == {"type": "websocket.disconnect", "code": 1001, "reason": "going away"}
+
+
+def test_disconnect_when_the_peer_goes_away() -> None:
+    recorder = Recorder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        recorder.messages.append(message)
+        recorder.disconnected.set()
+        # Receiving again after the disconnect answers at once instead of hanging.
+        recorder.messages.append(await asyncio.wait_for(receive(), 2))
+        recorder.done.set()
+
+    with run_server(app) as running:
+        client = RawClient(running)
+        assert client.status == 101
+        client.close()  # no close frame: the TCP connection just goes
+        message = recorder.wait_disconnect()
+        assert recorder.done.wait(5)
+    assert message["type"] == "websocket.disconnect" and message["code"] in (1005, 1006)
+    assert recorder.messages[1] == message
+
+
+def test_send_after_the_peer_left_raises_oserror() -> None:
+    outcome: list[str] = []
+    done = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()  # the disconnect
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError:
+            outcome.append("OSError")
+        done.set()
+
+    with run_server(app) as running:
+        with connect(ws_url(running)) as ws:
+            ws.close()
+        assert done.wait(5)
+    assert outcome == ["OSError"]
+
+
+# ----------------------------------------------------------------------------- denial
+
+
+def test_denial_response_with_body(http_impl: str) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({
+            "type": "websocket.http.response.start",
+            "status": 401,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"25")],
+        })
+        await send({"type": "websocket.http.response.body", "body": b'{"detail":', "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b'"Unauthorized"}'})
+
+    with run_server(app, http=http_impl) as running:
+        response = httpx.get(running.url, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+        })
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Unauthorized"}
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_close_before_accept_is_403_and_app_sees_disconnect(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.close"})
+        recorder.messages.append(await receive())
+        recorder.disconnected.set()
+
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    with run_server(app, log_level="info") as running:
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            connect(ws_url(running, "/room?id=7"))
+        assert info.value.response.status_code == 403
+        assert recorder.wait_disconnect() == {"type": "websocket.disconnect", "code": 1006}
+    assert any('"WebSocket /room?id=7" 403' in record.getMessage() for record in caplog.records)
+
+
+def test_app_exception_before_accept_is_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        raise ValueError("boom")
+
+    with run_server(app) as running:
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            connect(ws_url(running))
+    assert info.value.response.status_code == 500
+    assert info.value.response.body == b"Internal Server Error"
+    assert any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
+
+
+def test_app_exception_after_accept_drops_the_connection() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        raise ValueError("boom")
+
+    with run_server(app) as running:
+        with connect(ws_url(running)) as ws:
+            ws.send("trigger")
+            with pytest.raises(websockets.exceptions.ConnectionClosedError) as info:
+                ws.recv(timeout=5)
+    # As in Uvicorn: no close frame, so the client reports 1006 (abnormal closure).
+    assert info.value.rcvd is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "text"),
+    [
+        ({"Sec-WebSocket-Version": "13"}, 400, "Sec-WebSocket-Key"),
+        ({"Sec-WebSocket-Version": "8", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 426, "Version"),
+    ],
+)
+def test_invalid_upgrade_request(http_impl: str, headers: dict[str, str], status: int, text: str) -> None:
+    with run_server(echo_app, http=http_impl) as running:
+        response = httpx.get(running.url, headers={"Upgrade": "websocket", "Connection": "Upgrade", **headers})
+    assert response.status_code == status
+    assert text in response.text
+    if status == 426:
+        assert response.headers["sec-websocket-version"] == "13"
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def test_fragmented_messages_with_a_ping_in_between(http_impl: str) -> None:
+    with run_server(echo_app, http=http_impl) as running:
+        client = RawClient(running)
+        client.send(
+            client_frame(0x1, "frag".encode(), fin=False)
+            + client_frame(0x9, b"ping!")
+            + client_frame(0x0, " mé".encode()[:3], fin=False)
+            + client_frame(0x0, " mé".encode()[3:] + b"nt")
+        )
+        assert client.frame() == (0xA, b"ping!")
+        assert client.frame() == (0x1, "frag mént".encode())
+        client.send(client_frame(0x2, b"\x00" * 70000, fin=False) + client_frame(0x0, b"\x01" * 10))
+        assert client.frame() == (0x2, b"\x00" * 70000 + b"\x01" * 10)
+        client.send(client_frame(0x8, struct.pack("!H", 1000)))
+        assert client.close_frame() == (1000, "")
+        client.assert_tcp_closed()
+
+
+def test_large_message_round_trip() -> None:
+    payload = os.urandom(4 * 1024 * 1024)
+    with run_server(echo_app) as running:
+        with connect(ws_url(running), max_size=None, compression=None) as ws:
+            ws.send(payload)
+            assert ws.recv(timeout=10) == payload
+
+
+def test_wsproto_client_echo_and_close() -> None:
+    with run_server(echo_app) as running:
+        sock = running.connect()
+        conn = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(conn.send(wsevents.Request(host="127.0.0.1", target="/")))
+        got: list[Any] = []
+        deadline = time.monotonic() + 5
+        sent = False
+        while time.monotonic() < deadline and not any(isinstance(e, wsevents.CloseConnection) for e in got):
+            conn.receive_data(sock.recv(65536) or None)
+            for event in conn.events():
+                got.append(event)
+                if isinstance(event, wsevents.AcceptConnection) and not sent:
+                    sock.sendall(conn.send(wsevents.TextMessage(data="via wsproto")))
+                    sock.sendall(conn.send(wsevents.BytesMessage(data=b"\xff" * 3000)))
+                    sent = True
+                elif isinstance(event, (wsevents.TextMessage, wsevents.BytesMessage)) and len(got) == 3:
+                    sock.sendall(conn.send(wsevents.CloseConnection(code=1000)))
+        sock.close()
+    kinds = [type(e).__name__ for e in got]
+    assert kinds == ["AcceptConnection", "TextMessage", "BytesMessage", "CloseConnection"]
+    assert got[1].data == "via wsproto" and got[2].data == b"\xff" * 3000
+    assert got[3].code == 1000
+
+
+def test_permessage_deflate_negotiated_and_used() -> None:
+    text = "compress me " * 50_000
+    with run_server(echo_app) as running:
+        with connect(ws_url(running), max_size=None) as ws:
+            assert ws.response is not None
+            assert "permessage-deflate" in ws.response.headers["sec-websocket-extensions"]
+            for _ in range(3):  # several messages: the shared compression context carries over
+                ws.send(text)
+                assert ws.recv(timeout=10) == text
+            ws.send(b"\x00\x01" * 10)
+            assert ws.recv(timeout=5) == b"\x00\x01" * 10
+
+
+def test_permessage_deflate_can_be_turned_off() -> None:
+    with run_server(echo_app, ws_per_message_deflate=False) as running:
+        with connect(ws_url(running)) as ws:
+            assert ws.response is not None
+            assert "sec-websocket-extensions" not in ws.response.headers
+            ws.send("plain")
+            assert ws.recv(timeout=5) == "plain"
+
+
+def test_max_size() -> None:
+    with run_server(echo_app, ws_max_size=1000) as running:
+        with connect(ws_url(running), compression=None) as ws:
+            ws.send(b"x" * 1000)
+            assert ws.recv(timeout=5) == b"x" * 1000
+            ws.send("é" * 501)  # 1002 bytes of UTF-8: the limit counts bytes, not characters
+            with pytest.raises(websockets.exceptions.ConnectionClosedError) as info:
+                ws.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        assert "maximum size (1000 bytes)" in info.value.rcvd.reason
+
+        client = RawClient(running)  # fragments that add up to too much
+        client.send(b"".join(client_frame(0x2 if i == 0 else 0x0, b"y" * 300, fin=False) for i in range(4)))
+        assert client.close_frame()[0] == 1009
+        client.assert_tcp_closed()
+
+
+def test_max_size_applies_after_decompression() -> None:
+    """A small compressed frame may not inflate past ws_max_size (a compression bomb)."""
+    with run_server(echo_app, ws_max_size=100_000) as running:
+        with connect(ws_url(running), max_size=None) as ws:
+            ws.send(b"\x00" * 100_000)
+            assert ws.recv(timeout=5) == b"\x00" * 100_000
+        # Negotiate deflate by hand so that the bomb is exactly what goes on the wire.
+        raw = RawClient(running, headers=b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        assert b"permessage-deflate" in raw.head
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        bomb = compressor.compress(b"\x00" * 10_000_000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert len(bomb) < 20_000
+        raw.send(client_frame(0x2, bomb[:-4], rsv=0x40))
+        assert raw.close_frame()[0] == 1009
+        raw.assert_tcp_closed()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param(client_frame(0x1, b"hi", masked=False), 1002, id="unmasked"),
+        pytest.param(client_frame(0x1, b"\xff\xfe"), 1007, id="invalid-utf8"),
+        pytest.param(client_frame(0x3, b"x"), 1002, id="reserved-opcode"),
+        pytest.param(client_frame(0x1, b"x", rsv=0x40), 1002, id="rsv1-without-extension"),
+        pytest.param(client_frame(0x9, b"p" * 126), 1002, id="control-too-long"),
+        pytest.param(client_frame(0x9, b"p", fin=False), 1002, id="fragmented-ping"),
+        pytest.param(client_frame(0x0, b"x"), 1002, id="continuation-without-start"),
+        pytest.param(client_frame(0x1, b"a", fin=False) + client_frame(0x1, b"b"), 1002, id="text-inside-text"),
+        pytest.param(client_frame(0x8, struct.pack("!H", 999)), 1002, id="close-code-999"),
+        pytest.param(client_frame(0x8, b"\x03"), 1002, id="close-one-byte"),
+        pytest.param(client_frame(0x8, struct.pack("!H", 1000) + b"\xff"), 1007, id="close-reason-not-utf8"),
+    ],
+)
+def test_protocol_errors_close_with_the_right_code(frame: bytes, code: int) -> None:
+    recorder = Recorder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            recorder.messages.append(message)
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.disconnect":
+                recorder.disconnected.set()
+                return
+
+    with run_server(app) as running:
+        client = RawClient(running)
+        client.send(frame)
+        assert client.close_frame()[0] == code
+        client.assert_tcp_closed()
+        assert recorder.wait_disconnect()["code"] == code
+    assert not any(m["type"] == "websocket.receive" for m in recorder.messages)
+
+
+def test_data_sent_with_the_upgrade_request_is_not_lost() -> None:
+    with run_server(echo_app) as running:
+        client = RawClient(running, extra=client_frame(0x1, b"early bird"))
+        assert client.status == 101
+        assert client.frame() == (0x1, b"early bird")
+
+
+# ----------------------------------------------------------------------------- keepalive
+
+
+def test_server_pings_and_a_client_that_answers_stays() -> None:
+    with run_server(echo_app, ws_ping_interval=0.1, ws_ping_timeout=1.0) as running:
+        client = RawClient(running)
+        pings = 0
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            frame = client.frame()
+            assert frame is not None and frame[0] == 0x9
+            pings += 1
+            client.send(client_frame(0xA, frame[1]))
+        client.send(client_frame(0x1, b"still here"))
+        for _ in range(100):
+            frame = client.frame()
+            assert frame is not None
+            if frame[0] == 0x1:
+                break
+        assert frame == (0x1, b"still here")
+    assert pings >= 3
+
+
+def test_keepalive_timeout_closes_with_1011() -> None:
+    with run_server(echo_app, ws_ping_interval=0.1, ws_ping_timeout=0.2) as running:
+        client = RawClient(running)  # never answers the pings
+        assert client.close_frame() == (1011, "keepalive ping timeout")
+        client.assert_tcp_closed()
+
+
+def test_client_ping_is_answered_with_its_payload() -> None:
+    with run_server(echo_app, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(client_frame(0x9, b"are you there"))
+        assert client.frame() == (0xA, b"are you there")
+
+
+def test_server_shutdown_closes_with_1012() -> None:
+    recorder = Recorder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        recorder.messages.append(await receive())
+        recorder.disconnected.set()
+
+    with run_server(app) as running:
+        with connect(ws_url(running)) as ws:
+            running.server.should_exit = True
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=5)
+        assert recorder.wait_disconnect() == {"type": "websocket.disconnect", "code": 1012}
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1012
+
+
+# ----------------------------------------------------------------------------- back-pressure
+
+
+def _protocols(running: RunningServer) -> list[Any]:
+    return [c for c in running.server.server_state.connections if type(c).__name__ == "WSProtocol"]
+
+
+def test_reads_pause_while_the_app_is_busy() -> None:
+    release = threading.Event()
+    got: list[bytes] = []
+    done = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while not release.is_set():  # a busy app that does not read
+            await asyncio.sleep(0.01)
+        for _ in range(50):
+            got.append((await receive())["bytes"])
+        done.set()
+
+    with run_server(app) as running:
+        with connect(ws_url(running), compression=None) as ws:
+            for i in range(50):
+                ws.send(bytes([i]) * 65536)
+            deadline = time.monotonic() + 5
+            while not any(p.read_paused for p in _protocols(running)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert any(p.read_paused for p in _protocols(running))
+            release.set()
+            assert done.wait(10)
+    assert got == [bytes([i]) * 65536 for i in range(50)]
+
+
+def test_sends_wait_for_a_slow_reader() -> None:
+    sent: list[int] = []
+    total = 400
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for i in range(total):
+            await send({"type": "websocket.send", "bytes": bytes([i % 256]) * 65536})
+            sent.append(i)
+        await receive()
+
+    with run_server(app) as running:
+        client = RawClient(running)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        time.sleep(0.5)  # not reading: the server's buffers fill up
+        # 400 x 64 KiB = 25 MiB cannot all be in flight: send() must have been waiting.
+        assert len(sent) < total
+        for i in range(total):
+            assert client.frame(timeout=10) == (0x2, bytes([i % 256]) * 65536)
+        assert len(sent) == total
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_ws_none_serves_the_upgrade_request_as_http() -> None:
+    with run_server(echo_app, ws="none") as running:
+        response = httpx.get(running.url, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+        })
+    assert (response.status_code, response.text) == (200, "plain http")
+
+
+@pytest.mark.parametrize("name", ["auto", "wsproto", "websockets", "websockets-sansio"])
+def test_ws_names(name: str) -> None:
+    """Uvicorn's other implementation names are accepted and served by the wsproto one."""
+    with run_server(echo_app, ws=name) as running:
+        with connect(ws_url(running)) as ws:
+            ws.send(name)
+            assert ws.recv(timeout=5) == name
+        assert all(type(p).__name__ == "WSProtocol" for p in _protocols(running))
+
+
+@pytest.mark.parametrize("worker_mode", ["thread", "process"])
+def test_cli_worker_modes_and_ws_options(worker_mode: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [
+        sys.executable, "-m", "pounce", "tests.test_websocket:echo_app", "--port", str(port),
+        "--workers", "2", "--worker-mode", worker_mode, "--lifespan", "off", "--log-level", "warning",
+        "--ws", "wsproto", "--ws-max-size", "100", "--ws-ping-interval", "0.2", "--ws-ping-timeout", "5",
+        "--ws-per-message-deflate", "false", "--ws-max-queue", "4",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd())
+    try:
+        ws = _connect_retrying(f"ws://127.0.0.1:{port}/", deadline=time.monotonic() + 20)
+        with ws:
+            assert ws.response is not None and "sec-websocket-extensions" not in ws.response.headers
+            ws.send("x" * 100)
+            assert ws.recv(timeout=5) == "x" * 100
+            ws.send("x" * 101)
+            with pytest.raises(websockets.exceptions.ConnectionClosedError) as info:
+                ws.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # pragma: no cover - only if shutdown hangs
+            proc.kill()
+            proc.wait(5)
+
+
+def _connect_retrying(url: str, deadline: float) -> ClientConnection:
+    while True:
+        try:
+            return connect(url, open_timeout=2)
+        except (OSError, websockets.exceptions.InvalidHandshake):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
