@@ -152,3 +152,19 @@ def _server_stops(server: RunningServer) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_websocket_upgrade_on_a_draining_connection_is_refused(server: RunningServer) -> None:
+    pytest.importorskip("wsproto")
+    with server.connect() as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\n" + H + b"\r\n")
+        buf = bytearray()
+        assert read_response(sock, buf).status == 200
+        start_shutdown(server)
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = read_response(sock, buf)
+        assert (response.status, response.header(b"connection")) == (503, b"close")
+        assert wait_closed(sock) == b""

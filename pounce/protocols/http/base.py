@@ -190,6 +190,10 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     def _handle_websocket_upgrade(self, raw_request: bytes) -> None:
         """Hand the connection to the WebSocket protocol, replaying the request head to it."""
+        if self.draining:
+            # The server is going away: a WebSocket opened now would only be cut off again.
+            self._send_error(503, "Service Unavailable", log=False)
+            return
         self._trace("Upgrading to WebSocket")
         assert self.ws_protocol_class is not None
         self.connections.discard(self)
