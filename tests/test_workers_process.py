@@ -134,3 +134,16 @@ def test_a_worker_that_cannot_start_stops_the_server_with_exit_code_3(tmp_path: 
     ) as server:
         assert server.wait(30) == 3
         assert "failed to start, stopping the parent process." in server.output()
+
+
+def test_a_worker_whose_loop_is_stuck_is_replaced(tmp_path: Path) -> None:
+    with serve("--workers", "2", *PROCESS, "--timeout-worker-healthcheck", "1", tmp_path=tmp_path) as server:
+        original = worker_pids(server, 2)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+        conn.request("GET", "/block?s=30")
+        # The heartbeat thread still runs, but the worker's event loop does not: it is killed and replaced.
+        assert server.wait_log("did not answer its health check", timeout=15), server.output()
+        assert wait_for(lambda: len(original & children(server.pid)) == 1, 10)
+        assert len(worker_pids(server, 2)) == 2
+        assert wait_for(lambda: get(server.port, timeout=2)[0] == 200, 15)
+        conn.close()

@@ -8,6 +8,7 @@ SIGKILL -- the child reads EOF on the pipe and shuts itself down instead of ling
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,28 @@ def server_status(server: ServerLike | None) -> Status:
     if server.should_exit:
         return "stopping"
     return "ready" if server.started else "starting"
+
+
+def loop_answers(server: ServerLike | None, timeout: float | None = None) -> bool:
+    """Whether the server's event loop runs a callback posted to it (within ``timeout``; None: until it closes).
+
+    A thread answering pings proves nothing about the loop: an app that blocks it (CPU-bound or
+    synchronous code) would look healthy forever. Only checked once the server has started, so a
+    slow import or lifespan startup is not taken for a hang.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(server, "loop", None)
+    if server is None or loop is None or not server.started:
+        return True
+    answered = threading.Event()
+    try:
+        loop.call_soon_threadsafe(answered.set)
+    except RuntimeError:  # closed: the server has finished
+        return False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not answered.wait(0.05):
+        if loop.is_closed() or (deadline is not None and time.monotonic() >= deadline):
+            return False
+    return True
 
 
 def pong_forever(conn: Connection, status: Callable[[], Status], on_parent_gone: Callable[[], None]) -> None:
@@ -153,9 +176,13 @@ def subprocess_started(
             else:  # pragma: no cover - plain targets have no graceful path
                 os.kill(os.getpid(), signal.SIGTERM)
 
-        threading.Thread(
-            target=pong_forever, args=(conn, lambda: server_status(server), parent_gone), daemon=True
-        ).start()
+        def status() -> Status:
+            # A stuck loop gets no answer at all: the supervisor's ping times out and it replaces us.
+            if not loop_answers(server):
+                return "stopping"
+            return server_status(server)
+
+        threading.Thread(target=pong_forever, args=(conn, status, parent_gone), daemon=True).start()
 
     try:
         run(sockets=sockets)

@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
-from pounce.supervisors.spawn import Status, server_status
+from pounce.supervisors.spawn import Status, loop_answers, server_status
 from pounce.supervisors.worker_server import WorkerServer
 
 if TYPE_CHECKING:
@@ -110,20 +110,11 @@ class ThreadWorker:
         return self.thread.is_alive() and not self._abandoned
 
     def status(self, timeout: float) -> Status | None:
-        """Post a no-op into the worker's loop and wait (bounded) for the loop to run it."""
-        loop = self.server.loop
-        if loop is None:
-            # Between thread start and loop start (the app is already imported): a blink.
-            return "starting" if self.thread.is_alive() else None
-        answered = threading.Event()
-        try:
-            loop.call_soon_threadsafe(answered.set)
-        except RuntimeError:  # the loop is closed: the worker has finished
+        """The worker's state, or None if it has finished or its loop does not run a callback in ``timeout``."""
+        if not self.thread.is_alive() and self.thread.ident is not None:
             return None
-        deadline = time.monotonic() + timeout
-        while not answered.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline or not self.thread.is_alive() or loop.is_closed():
-                return None
+        if not loop_answers(self.server, timeout):
+            return None
         return server_status(self.server)
 
     def ping(self, timeout: float = 5) -> bool:
