@@ -34,7 +34,11 @@ def _run(config: Config) -> int:
         ChangeReload(config, target=Server(config=config).run, sockets=[sock]).run()
         return 0
 
-    choice = choose_mode(str(config.worker_mode), config.workers)
+    try:
+        choice = choose_mode(str(config.worker_mode), config.workers)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
     pool: WorkerPool[Any]
     if choice.kind == "process":
         if not isinstance(config.app, str):

@@ -64,3 +64,13 @@ def test_watch_gil_passes_other_warnings_through() -> None:
     with pytest.warns(RuntimeWarning, match="unrelated"):
         with watch_gil("the app"):
             warnings.warn("unrelated", RuntimeWarning, stacklevel=1)
+
+
+def test_run_supervised_rejects_an_unknown_mode(caplog: pytest.LogCaptureFixture) -> None:
+    from pounce.config import Config
+    from pounce.supervisors import run_supervised
+
+    config = Config(app="tests.supervisors.apps:app", workers=2)
+    config.worker_mode = "fork"  # past the CLI's own check, as an embedding program could set it
+    assert run_supervised(config) == 2
+    assert "worker_mode must be one of auto, thread, process, not 'fork'" in caplog.text
