@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -554,6 +555,33 @@ def test_protocol_errors_close_with_the_right_code(frame: bytes, code: int) -> N
         client.assert_tcp_closed()
         assert recorder.wait_disconnect()["code"] == code
     assert not any(m["type"] == "websocket.receive" for m in recorder.messages)
+
+
+def test_frames_split_across_reads_at_every_boundary() -> None:
+    """The frame reader sees TCP's arbitrary read boundaries: every split must give the same events."""
+    from pounce.protocols.websockets.wsproto_impl import FrameReader
+
+    rng = random.Random(5)
+    expected: list[tuple[Any, ...]] = []
+    stream = b""
+    for size in [0, 1, 125, 126, 1024, 1025, 65535, 65536, 70000, 300_000]:
+        payload = rng.randbytes(size)
+        if size > 2:
+            cut = rng.randrange(1, size)
+            stream += client_frame(0x2, payload[:cut], fin=False) + client_frame(0x9, b"p")
+            stream += client_frame(0x0, payload[cut:])
+            expected.append(("ping", b"p"))
+        else:
+            stream += client_frame(0x2, payload)
+        expected.append(("message", payload))
+    stream += client_frame(0x1, "añb".encode()) + client_frame(0x8, struct.pack("!H", 1000) + b"ok")
+    expected += [("message", "añb"), ("close", 1000, "ok")]
+    for chunk in [1, 2, 3, 13, 4096, 65536, 262144, len(stream)]:
+        reader = FrameReader(max_size=1 << 20, deflate=None)
+        got: list[tuple[Any, ...]] = []
+        for pos in range(0, len(stream), chunk):
+            got += reader.feed(stream[pos : pos + chunk])
+        assert got == expected, f"chunk size {chunk}"
 
 
 def test_data_sent_with_the_upgrade_request_is_not_lost() -> None:

@@ -103,18 +103,20 @@ class ProtocolViolation(Exception):
         self.reason = reason
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte client ``mask`` (RFC 6455 5.3)."""
-    n = len(payload)
+def unmask(buf: bytes | bytearray, start: int, stop: int) -> bytes:
+    """The payload ``buf[start:stop]`` XORed with the 4-byte client mask just before it (RFC 6455 5.3)."""
+    mask = buf[start - 4 : start]
+    n = stop - start
     if n <= _INT_UNMASK_MAX:
         key = (mask * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-    data = bytearray(payload)
-    a, b, c, d = (_XOR_TABLES[byte] for byte in mask)
-    data[0::4] = data[0::4].translate(a)
-    data[1::4] = data[1::4].translate(b)
-    data[2::4] = data[2::4].translate(c)
-    data[3::4] = data[3::4].translate(d)
+        return (int.from_bytes(buf[start:stop], "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    data = bytearray(memoryview(buf)[start:stop])  # the one copy the payload needs
+    if mask != b"\x00\x00\x00\x00":
+        a, b, c, d = (_XOR_TABLES[byte] for byte in mask)
+        data[0::4] = data[0::4].translate(a)
+        data[1::4] = data[1::4].translate(b)
+        data[2::4] = data[2::4].translate(c)
+        data[3::4] = data[3::4].translate(d)
     return bytes(data)
 
 
@@ -214,16 +216,39 @@ class FrameReader:
         self.size = 0
 
     def feed(self, data: bytes) -> list[FrameEvent]:
-        pending = self.pending
-        if pending:
-            pending += data
-            if len(pending) < self.need:
-                return []  # a large frame still arriving: nothing to parse yet
-            data = bytes(pending)
-            pending.clear()
-            self.need = 0
         out: list[FrameEvent] = []
-        pos, end = 0, len(data)
+        pending = self.pending
+        pos = 0
+        if pending:
+            need = self.need
+            if need and len(pending) + len(data) < need:
+                pending += data  # a large frame still arriving: nothing to parse yet
+                return out
+            if need:
+                # Complete the frame that straddled reads, without copying the rest of ``data``.
+                pos = need - len(pending)
+                pending += memoryview(data)[:pos]
+                self.need = 0
+                consumed = self.parse(pending, 0, out)
+                if out and out[-1][0] == "close":
+                    pending.clear()
+                    return out
+                if consumed < len(pending):  # pragma: no cover - pending held exactly one frame
+                    data, pos = bytes(pending[consumed:]) + bytes(memoryview(data)[pos:]), 0
+                pending.clear()
+            else:
+                # Only a few header bytes were pending: parse from a joined copy.
+                pending += data
+                data = bytes(pending)
+                pending.clear()
+        end = self.parse(data, pos, out)
+        if end < len(data) and not (out and out[-1][0] == "close"):
+            pending += memoryview(data)[end:]
+        return out
+
+    def parse(self, data: bytes | bytearray, pos: int, out: list[FrameEvent]) -> int:
+        """Parse whole frames from ``data[pos:]`` into ``out``; return where the unparsed rest starts."""
+        end = len(data)
         while end - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
@@ -262,20 +287,14 @@ class FrameReader:
             if stop > end:
                 self.need = stop - pos
                 break
-            payload = data[start:stop]
-            if length:
-                mask = data[start - 4 : start]
-                if mask != b"\x00\x00\x00\x00":
-                    payload = unmask(payload, mask)
+            payload = unmask(data, start, stop) if length else b""
             pos = stop
             event = self.frame(b0, opcode, payload)
             if event is not None:
                 out.append(event)
                 if event[0] == "close":
-                    return out  # nothing after a close frame counts
-        if pos < end:
-            pending += data[pos:] if pos else data
-        return out
+                    return pos  # nothing after a close frame counts
+        return pos
 
     def frame(self, b0: int, opcode: int, payload: bytes) -> FrameEvent | None:
         fin = b0 & 0x80
