@@ -525,6 +525,38 @@ def test_disconnect_is_reported_and_send_raises(server: RunningServer) -> None:
     assert len(error) == 1 and isinstance(error[0], OSError)
 
 
+async def fail_after_disconnect(scope: Any, receive: Any, send: Any) -> None:
+    messages = []
+    for _ in range(100):  # bounded: the client sends part of a body, then leaves
+        message = await receive()
+        messages.append(message["type"])
+        if message["type"] == "http.disconnect":
+            break
+    RECORDS[scope["path"].strip("/")].extend(messages)
+    raise RuntimeError("the app fails after the client left")
+
+
+def test_disconnect_mid_body_then_app_error(http: str) -> None:
+    key = new_id()
+    with run_server(fail_after_disconnect, http=http) as server:
+        with captured_logs() as errors, captured_logs("asyncio") as loop_errors:
+            with server.connect() as sock:
+                sock.sendall(b"POST /%s HTTP/1.1\r\n" % key.encode() + H + b"Content-Length: 10\r\n\r\n12345")
+                for _ in range(500):  # bounded wait until the app has the first part of the body
+                    if RECORDS[key] or server.server.server_state.tasks:
+                        break
+                    time.sleep(0.01)
+            for _ in range(500):
+                if not server.server.server_state.tasks:
+                    break
+                time.sleep(0.01)
+    assert RECORDS[key][-1] == "http.disconnect"
+    assert set(RECORDS[key][:-1]) <= {"http.request"}
+    # The app's error is logged once; the request task itself ends cleanly (no stray task error).
+    assert errors == ["Exception in ASGI application\n"]
+    assert loop_errors == []
+
+
 # Errors
 
 

@@ -134,7 +134,9 @@ class RequestResponseCycle:
                 pass
             else:
                 self.logger.error("Exception in ASGI application\n", exc_info=exc)
-                if not self.response_started:
+                if self.disconnected:
+                    pass  # Nobody left to answer (and send() would raise ClientDisconnected).
+                elif not self.response_started:
                     await self.send_500_response()
                 else:
                     self.transport.close()
