@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import select
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -304,6 +306,22 @@ def test_expect_100_continue_answered_without_reading(server: RunningServer) -> 
         assert response.status == 200 and response.body == b"not reading that"
         assert response.header(b"connection") == b"close"
         assert wait_closed(sock) == b""
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("extra", [["-H", "Expect: 100-continue"], ["-H", "Transfer-Encoding: chunked"], ["--http1.0"]])
+def test_curl_upload(server: RunningServer, extra: list[str], tmp_path: Any) -> None:
+    body = bytes(range(256)) * 8192  # 2 MiB
+    upload = tmp_path / "body"
+    upload.write_bytes(body)
+    result = subprocess.run(
+        ["curl", "-sS", "--fail", "--max-time", "20", "--data-binary", f"@{upload}", *extra, server.url + "/echo"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == body
 
 
 def test_unread_body_is_skipped_on_keep_alive(server: RunningServer) -> None:
