@@ -524,12 +524,27 @@ class Config:
             return default_factory()
         return None
 
+    def _load_ssl(self, alpn_protocols: list[str] | None) -> ssl.SSLContext | None:
+        from pounce.tls import TLSConfigError
+
+        try:
+            return self._create_ssl(alpn_protocols)
+        except TLSConfigError as exc:
+            # A bad certificate, key or CA file stops the server at startup, never at the first request.
+            logger.error("Invalid TLS configuration: %s", exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def validate_ssl(self) -> None:
+        """Build the TLS context once to report a bad certificate or key before any worker starts."""
+        if self.is_ssl:
+            self._load_ssl(None)
+
     def load(self) -> None:
         assert not self.loaded
 
         self.http_protocol_class = self._resolve_http()
         alpn_protocols: list[str] | None = getattr(self.http_protocol_class, "alpn_protocols", None)
-        self.ssl: ssl.SSLContext | None = self._create_ssl(alpn_protocols)
+        self.ssl: ssl.SSLContext | None = self._load_ssl(alpn_protocols)
 
         encoded_headers = [(key.lower().encode("latin1"), value.encode("latin1")) for key, value in self.headers]
         self.encoded_headers = (

@@ -512,7 +512,10 @@ def run(
         logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
         sys.exit(STARTUP_FAILURE)
     supervised = config.should_reload or config.workers > 1 or worker_mode == "thread"
-    if not supervised:
+    if supervised:
+        # Workers load the config themselves; check TLS here so a bad file stops us once, clearly.
+        config.validate_ssl()
+    else:
         config.load_app()
 
     server = Server(config=config)

@@ -299,9 +299,6 @@ def test_alpn_protocols_can_be_chosen(certs: Certs) -> None:
     assert result == ["h2"]
 
 
-# Config.load() (not in this file's scope) does not yet turn TLSConfigError into a log line and exit 3,
-# and process workers re-raise it on every respawn; remove the marker once it does.
-@pytest.mark.xfail(strict=True, reason="needs Config.load()/supervisor to report TLSConfigError and exit 3")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_certificate_fails_at_startup_with_exit_code_3(tmp_path: Path, workers: int) -> None:
     missing = tmp_path / "nope.pem"
