@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from multiprocessing import Pipe
 from socket import socket
@@ -156,6 +157,10 @@ class Multiprocess(WorkerPool[Process]):
     def new_worker(self) -> Process:
         return Process(self.config, self.sockets)
 
+    def init_processes(self) -> None:
+        _start_resource_tracker()
+        super().init_processes()
+
     @property
     def processes(self) -> list[Process]:
         return self._workers
@@ -179,3 +184,20 @@ class Multiprocess(WorkerPool[Process]):
     def _log_stop(self) -> None:
         message, color_message = pid_message("Stopping", "parent process")
         logger.info(message, extra={"color_message": color_message})
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with SIGHUP ignored.
+
+    Spawned children share it; it sits in our process group, so a terminal hang-up (which we
+    take as "restart the workers") would otherwise kill it and cost a warning and a relaunch.
+    """
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import resource_tracker
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, previous)

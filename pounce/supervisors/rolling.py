@@ -295,6 +295,7 @@ class WorkerPool(Generic[W]):
                 )
             return False
         self._workers[idx] = new
+        self._recycle_after.pop(id(old), None)
         self.retire(old)
         return True
 

@@ -112,6 +112,10 @@ def ping(conn: Connection, seq: int, timeout: float) -> Status | None:
         return None
 
 
+def _supervisor_business(sig: int, frame: object) -> None:
+    """Signals meant for the supervisor that reached a worker too (sent to the process group)."""
+
+
 def get_subprocess(
     config: Config,
     target: Target | None,
@@ -148,11 +152,12 @@ def subprocess_started(
         except OSError:  # pragma: no cover
             pass
     # Restarts and resizing are the supervisor's business. A signal sent to the whole process group
-    # (a terminal hang-up, ``kill -HUP -PGID``) must not kill or stop the workers: HUP's default
-    # action terminates, TTIN/TTOU's stop the process.
-    for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH", "SIGUSR1", "SIGUSR2"):
+    # (a terminal hang-up, ``kill -HUP -PGID``) must not kill or stop the workers: HUP's and USR's
+    # default action terminates, TTIN/TTOU's stops the process. A no-op handler rather than SIG_IGN,
+    # because ignored signals stay ignored in programs the app runs, and handlers do not.
+    for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+            signal.signal(getattr(signal, name), _supervisor_business)
     # Logging configuration does not survive spawn: set it up again.
     config.configure_logging()
 

@@ -114,6 +114,10 @@ class ThreadWorker:
         if not self.thread.is_alive() and self.thread.ident is not None:
             return None
         if not loop_answers(self.server, timeout):
+            loop = self.server.loop
+            if loop is not None and loop.is_closed():
+                # Finished, not hung: let the thread record its exit code before anyone reads it.
+                self.thread.join(1.0)
             return None
         return server_status(self.server)
 

@@ -116,7 +116,7 @@ class Server:
 
 @contextmanager
 def serve(*args: str, app: str = APP, tmp_path: Path, ready: bool = True, env: dict[str, str] | None = None,
-          python: str | None = None) -> Iterator[Server]:
+          python: str | None = None, new_session: bool = False) -> Iterator[Server]:
     """Start ``python -m pounce APP --port P ARGS``; yield once it answers HTTP; never leave it running."""
     last_output = ""
     for attempt in range(3):  # a free port can be taken between our probe and the server's bind
@@ -129,6 +129,7 @@ def serve(*args: str, app: str = APP, tmp_path: Path, ready: bool = True, env: d
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=new_session,
         )
         server = Server(proc, port, log_path)
         try:

@@ -147,3 +147,19 @@ def test_a_worker_whose_loop_is_stuck_is_replaced(tmp_path: Path) -> None:
         assert len(worker_pids(server, 2)) == 2
         assert wait_for(lambda: get(server.port, timeout=2)[0] == 200, 15)
         conn.close()
+
+
+def test_sighup_to_the_whole_process_group_restarts_without_casualties(tmp_path: Path) -> None:
+    # A terminal hang-up signals every process of the group, workers included.
+    with serve("--workers", "2", *PROCESS, tmp_path=tmp_path, new_session=True) as server:
+        original = worker_pids(server, 2)
+        os.killpg(server.pid, signal.SIGHUP)
+        assert wait_for(lambda: not (original & children(server.pid)), 20), server.output()
+        assert len(worker_pids(server, 2)) == 2
+        output = server.output()
+        assert output.count("Replacing child process") == 2, output
+        assert "died" not in output and "resource_tracker" not in output, output
+        # The old workers were not killed by the hang-up: they drained and finished as usual.
+        for pid in original:
+            assert server.wait_log(f"Finished server process [{pid}]"), output
+        assert get(server.port)[0] == 200
