@@ -137,6 +137,7 @@ class EchoClient(asyncio.Protocol):
         self.upgraded = False
         self.transport: asyncio.Transport | None = None
         self.error: BaseException | None = None
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -230,6 +231,8 @@ class EchoClient(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closing:
+            return
         if not self.drained.done() or not self.handshake.done():
             self._fail(exc or h.BenchError("server closed the connection during the run"))
 
@@ -264,6 +267,7 @@ async def echo_load(port: int, payload: bytes, opcode: int, *, connections: int,
         await asyncio.wait_for(asyncio.gather(*(c.drained for c in clients if c.messages < c.sent)), 30.0)
     finally:
         for client in clients:
+            client.closing = True
             if client.transport is not None:
                 client.transport.write(client_frame(struct.pack("!H", 1000), 0x8))
                 client.transport.close()

@@ -411,6 +411,7 @@ class WSProtocol(asyncio.Protocol):
         self.inbox: deque[Message] = deque()
         self.inbox_waiter: asyncio.Future[None] | None = None
         self.read_paused = False
+        self.disconnect_queued = False
         self.final_message: Message | None = None
 
         # Write flow control, and websocket.send output waiting for the end of this loop turn
@@ -441,7 +442,7 @@ class WSProtocol(asyncio.Protocol):
         self.stop_keepalive()
         self.outbox.clear()
         # Uvicorn's codes: 1006 before the handshake completed, 1005 ("no status") after.
-        self._put({"type": "websocket.disconnect", "code": 1005 if self.handshake_complete else 1006})
+        self._put_disconnect({"type": "websocket.disconnect", "code": 1005 if self.handshake_complete else 1006})
         self.connections.discard(self)
         if self.logger.isEnabledFor(TRACE_LOG_LEVEL):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection lost", self._prefix())
@@ -496,7 +497,7 @@ class WSProtocol(asyncio.Protocol):
         if self.response_started:
             pass  # a denial response is being written: it ends with the transport
         elif self.handshake_complete:
-            self._put({"type": "websocket.disconnect", "code": 1012})
+            self._put_disconnect({"type": "websocket.disconnect", "code": 1012})
             self.close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(1012)))
         else:
@@ -609,7 +610,7 @@ class WSProtocol(asyncio.Protocol):
         self.stop_keepalive()
         self.peer_closed = True
         self._write(encode_frame(OP_CLOSE, close_payload(code)))
-        self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._close_transport()
 
     def fail(self, code: int, reason: str) -> None:
@@ -618,7 +619,7 @@ class WSProtocol(asyncio.Protocol):
         if code != 1009:
             self.logger.debug("WebSocket protocol error from %s: %s", self._prefix() or "peer", reason)
         if not self.close_sent:
-            self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
             self.close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self.peer_closed = True
@@ -678,7 +679,7 @@ class WSProtocol(asyncio.Protocol):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket keepalive ping timeout", self._prefix())
         reason = "keepalive ping timeout"
         self.close_sent = True
-        self._put({"type": "websocket.disconnect", "code": 1011, "reason": reason})
+        self._put_disconnect({"type": "websocket.disconnect", "code": 1011, "reason": reason})
         self._write(encode_frame(OP_CLOSE, close_payload(1011, reason)))
         self._close_transport()
 
@@ -760,7 +761,7 @@ class WSProtocol(asyncio.Protocol):
                 self._accept(message)
             elif message_type == "websocket.close":
                 self._log_handshake("403")
-                self._put({"type": "websocket.disconnect", "code": 1006})
+                self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
                 self.handshake_complete = True
                 self.close_sent = True
                 self._write(self.conn.send(events.RejectConnection(status_code=403, headers=[])))
@@ -811,7 +812,7 @@ class WSProtocol(asyncio.Protocol):
                 frame = encode_frame(OP_CLOSE, close_payload(code, reason))
                 self.close_sent = True
                 self.stop_keepalive()
-                self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
+                self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
                 if not self.transport.is_closing():
                     self._write(frame)
                     self._await_close_reply()
@@ -826,7 +827,7 @@ class WSProtocol(asyncio.Protocol):
                 body = message.get("body", b"")
                 self._write(self.conn.send(events.RejectData(data=body, body_finished=finished)))
                 if finished:
-                    self._put({"type": "websocket.disconnect", "code": 1006})
+                    self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
                     self.close_sent = True
                     self._close_transport()
             else:
@@ -926,6 +927,13 @@ class WSProtocol(asyncio.Protocol):
         if self.outbox:
             self._flush()
         self.transport.close()
+
+    def _put_disconnect(self, message: Message) -> None:
+        # One disconnect per connection: a close frame followed by connection_lost (or a shutdown
+        # followed by it) must not hand the app a second, different one.
+        if not self.disconnect_queued:
+            self.disconnect_queued = True
+            self._put(message)
 
     def _put(self, message: Message) -> None:
         self.inbox.append(message)
