@@ -5,10 +5,15 @@ messages, one worker each.  Target: Pounce >= 1.5x Uvicorn's wsproto path.
 
 Each server runs alone, pinned to one CPU, with the same echo app (``echo_app`` below).  The
 client is our own asyncio client pinned to the other CPU(s): several connections, each keeping a
-window of messages in flight, every echo checked for length (and the first for content).  Both
-Uvicorn peers run on the asyncio loop, like Pounce; ``--uvloop`` adds them on uvloop as well
-(``uvicorn --ws ...`` picks uvloop by default when it is installed).  The client offers no
-permessage-deflate, so no server compresses.
+window of messages in flight, every echo checked (a run of identical echoes with one comparison,
+so the client stays far cheaper than any server).  Both Uvicorn peers run on the asyncio loop,
+like Pounce; ``--uvloop`` adds them on uvloop as well (``uvicorn --ws ...`` picks uvloop by
+default when it is installed).  The client offers no permessage-deflate, so no server compresses.
+
+Two figures per server and size, medians over the rounds: wall-clock msg/s, and messages per
+second of server CPU time (user + system of the server's process tree).  The second one is what
+to compare on a shared or noisy machine: other load can slow a server down, but cannot make it
+spend more CPU per message.
 
     python3 benchmarks/ws_bench.py             # 3 rounds x 5 s per size
     python3 benchmarks/ws_bench.py --quick     # 1 round x 2 s per size
