@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets.exceptions
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 from wsproto import ConnectionType, WSConnection
@@ -476,6 +477,24 @@ def test_permessage_deflate_negotiated_and_used() -> None:
             assert ws.recv(timeout=5) == b"\x00\x01" * 10
 
 
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_permessage_deflate_parameters(bits: int) -> None:
+    """No context takeover either way and small windows, as negotiated by the client's offer."""
+    factory = ClientPerMessageDeflateFactory(
+        server_no_context_takeover=True, client_no_context_takeover=True,
+        server_max_window_bits=bits, client_max_window_bits=bits,
+    )
+    messages: list[str | bytes] = [os.urandom(50).hex() * 200, "short", "x" * 70_000, os.urandom(3000)]
+    with run_server(echo_app) as running:
+        with connect(ws_url(running), extensions=[factory], compression=None, max_size=None) as ws:
+            assert ws.response is not None
+            negotiated = ws.response.headers["sec-websocket-extensions"]
+            assert "server_no_context_takeover" in negotiated and "client_no_context_takeover" in negotiated
+            for message in messages:
+                ws.send(message)
+                assert ws.recv(timeout=5) == message
+
+
 def test_permessage_deflate_can_be_turned_off() -> None:
     with run_server(echo_app, ws_per_message_deflate=False) as running:
         with connect(ws_url(running)) as ws:
@@ -584,8 +603,8 @@ def test_frames_split_across_reads_at_every_boundary() -> None:
         assert got == expected, f"chunk size {chunk}"
 
 
-def test_data_sent_with_the_upgrade_request_is_not_lost() -> None:
-    with run_server(echo_app) as running:
+def test_data_sent_with_the_upgrade_request_is_not_lost(http_impl: str) -> None:
+    with run_server(echo_app, http=http_impl) as running:
         client = RawClient(running, extra=client_frame(0x1, b"early bird"))
         assert client.status == 101
         assert client.frame() == (0x1, b"early bird")
