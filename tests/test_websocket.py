@@ -735,13 +735,19 @@ def test_ws_none_serves_the_upgrade_request_as_http() -> None:
 
 
 @pytest.mark.parametrize("name", ["auto", "wsproto", "websockets", "websockets-sansio"])
-def test_ws_names(name: str) -> None:
-    """Uvicorn's other implementation names are accepted and served by the wsproto one."""
-    with run_server(echo_app, ws=name) as running:
+def test_ws_names(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Uvicorn's other implementation names are accepted, announced, and served by the wsproto one."""
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    with run_server(echo_app, ws=name, log_level="info") as running:
         with connect(ws_url(running)) as ws:
             ws.send(name)
             assert ws.recv(timeout=5) == name
-        assert all(type(p).__name__ == "WSProtocol" for p in _protocols(running))
+            assert [type(p).__name__ for p in _protocols(running)] == ["WSProtocol"]
+    mapped = [r.getMessage() for r in caplog.records if f"--ws {name} " in r.getMessage()]
+    if name.startswith("websockets"):
+        assert mapped and "'wsproto'" in mapped[0]
+    else:
+        assert not mapped
 
 
 @pytest.mark.parametrize("worker_mode", ["thread", "process"])
