@@ -354,7 +354,7 @@ def main(app: str, **options: Any) -> None:
             reload_dirs=options.pop("reload_dirs") or None,
             reload_includes=options.pop("reload_includes") or None,
             reload_excludes=options.pop("reload_excludes") or None,
-            headers=headers,  # type: ignore[arg-type]  # [name, value] lists, as Uvicorn passes them
+            headers=headers,  # [name, value] lists, as Uvicorn passes them
             **options,
         )
     except ConfigError as exc:

@@ -76,11 +76,13 @@ def test_renamed_counterparts_are_the_same_objects() -> None:
         from uvicorn.config import UvicornDeprecationWarning
         from pounce.protocols.http.fast_impl import FastHTTPProtocol
         from pounce.protocols.websockets.wsproto_impl import WSProtocol
-        from pounce.loops import asyncio_loop_factory
+        from pounce.loops import auto_loop_factory as pounce_auto_loop_factory
+        from pounce.config import PounceDeprecationWarning
         assert HttpToolsProtocol is FastHTTPProtocol and ZttpProtocol is FastHTTPProtocol
         assert WebSocketsSansIOProtocol is WSProtocol and WebSocketProtocol is WSProtocol
-        assert auto_loop_factory is asyncio_loop_factory
-        assert issubclass(UvicornDeprecationWarning, DeprecationWarning)
+        assert auto_loop_factory is pounce_auto_loop_factory
+        assert UvicornDeprecationWarning is PounceDeprecationWarning
+        assert issubclass(UvicornDeprecationWarning, UserWarning)
         from uvicorn.importer import import_from_string
         assert import_from_string("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol") is FastHTTPProtocol
         """

@@ -134,15 +134,29 @@ def test_pipelined_requests_after_shutdown_get_one_answer(server: RunningServer)
         assert wait_closed(sock) + bytes(buf) == b""
 
 
-def test_new_connection_without_bytes_closes_at_once(server: RunningServer) -> None:
-    # As Uvicorn: a connection that has sent nothing yet is not kept through shutdown.
+def test_new_connection_sending_its_first_request_during_shutdown_is_served(server: RunningServer) -> None:
+    # A client that connected just before shutdown and sends its first request a moment later must get
+    # its answer (Uvicorn closes such a connection at once, and the request fails).
     with server.connect() as sock:
         for _ in range(500):  # wait until the server has accepted it
             if connections(server):
                 break
             time.sleep(0.01)
         start_shutdown(server)
+        sock.sendall(b"GET /late HTTP/1.1\r\n" + H + b"\r\n")
+        response = read_response(sock)
+        assert (response.status, response.body, response.header(b"connection")) == (200, b"done /late", b"close")
         assert wait_closed(sock) == b""
+
+
+def test_new_connection_without_bytes_closes_when_the_window_ends(server: RunningServer) -> None:
+    with server.connect() as sock:
+        for _ in range(500):
+            if connections(server):
+                break
+            time.sleep(0.01)
+        start_shutdown(server)
+        assert wait_closed(sock, timeout=4) == b""
 
 
 def _server_stops(server: RunningServer) -> bool:

@@ -63,16 +63,12 @@ RENAMED: dict[str, Mapping_] = {
     # Uvicorn splits loop factories into a package; Pounce keeps them in one module (asyncio only).
     "uvicorn.loops": Mapping_(None),
     # Pounce has no uvloop; like `--loop uvloop` on Pounce's CLI, the uvloop factory gives the asyncio loop.
-    "uvicorn.loops.auto": Mapping_("pounce.loops", {"auto_loop_factory": "asyncio_loop_factory"}),
+    "uvicorn.loops.auto": Mapping_("pounce.loops"),
     "uvicorn.loops.asyncio": Mapping_("pounce.loops"),
     "uvicorn.loops.uvloop": Mapping_("pounce.loops", {"uvloop_loop_factory": "asyncio_loop_factory"}),
     # Uvicorn's spawn helpers live with Pounce's supervisors.
     "uvicorn._subprocess": Mapping_("pounce.supervisors.spawn"),
-    "uvicorn.config": Mapping_(
-        "pounce.config",
-        {"UvicornDeprecationWarning": "PounceDeprecationWarning"},
-        {"UvicornDeprecationWarning": DeprecationWarning},
-    ),
+    "uvicorn.config": Mapping_("pounce.config", {"UvicornDeprecationWarning": "PounceDeprecationWarning"}),
     "uvicorn.workers": Mapping_(
         "pounce.workers", {"UvicornWorker": "PounceWorker", "UvicornH11Worker": "PounceH11Worker"}
     ),

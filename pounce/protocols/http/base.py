@@ -62,6 +62,8 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.timeout_keep_alive = cfg.timeout_keep_alive
         self.timeout_request_header = cfg.timeout_request_header
         self.reset_contextvars = cfg.reset_contextvars
+        # Eager request tasks need Python 3.12+ and a real event loop (not a test double).
+        self.eager_tasks = sys.version_info >= (3, 12) and isinstance(self.loop, asyncio.AbstractEventLoop)
 
         # Shared server state
         self.server_state = server_state
@@ -77,6 +79,8 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.scope: Scope = None  # type: ignore[assignment]
         self.cycle: RequestResponseCycle | None = None
         self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
+        self._requests = 0  # requests started on this connection; the lazy keep-alive timer reads it
+        self._keepalive_mark = -1
         self._header_timer: asyncio.TimerHandle | None = None
         # Set by ``shutdown`` on an idle connection: serve at most one more request, with "connection: close".
         self.draining = False
@@ -132,14 +136,12 @@ class BaseHTTPProtocol(asyncio.Protocol):
         is not closed at once: its client may be sending the next request right now, and closing would
         fail that request (the classic race of rolling restarts). It drains instead: a request arriving
         within the grace window is served with "connection: close"; otherwise it closes when the window
-        ends. A connection that has not received a byte yet closes at once, as in Uvicorn.
+        ends. A connection accepted a moment ago that has not sent a byte yet drains the same way (Uvicorn
+        closes it at once, failing the request its client is sending in that moment).
         """
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
-            return
-        if cycle is None and self.timeout_keep_alive_task is None and not self._waiting_for_head():
-            self._close()
             return
         if not self.draining:
             self.draining = True
@@ -166,9 +168,18 @@ class BaseHTTPProtocol(asyncio.Protocol):
             return service_unavailable
         return self.app
 
-    def _run_cycle(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+    def _run_cycle(self, cycle: RequestResponseCycle, app: ASGI3Application, eager: bool = False) -> None:
+        self._requests += 1
         coro: Coroutine[Any, Any, None] = cycle.run_asgi(app)
-        if self.reset_contextvars:
+        if eager:
+            # Python 3.12+: the task starts at once, in this callback; a response that needs no I/O wait
+            # completes without a round trip through the event loop. The task (and current_task()) is
+            # real, so apps and libraries see no difference.
+            context = contextvars.Context() if self.reset_contextvars else None
+            task: asyncio.Task[None] = asyncio.Task(  # type: ignore[call-arg]
+                coro, loop=self.loop, context=context, eager_start=True
+            )
+        elif self.reset_contextvars:
             # Opt-in isolation: asyncio can leak context variables between tasks of one connection.
             if sys.version_info >= (3, 11):
                 task = self.loop.create_task(coro, context=contextvars.Context())
@@ -176,8 +187,12 @@ class BaseHTTPProtocol(asyncio.Protocol):
                 task = contextvars.Context().run(self.loop.create_task, coro)
         else:
             task = self.loop.create_task(coro)
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        # The cycle removes its task from the set when run_asgi ends (no done-callback round trip);
+        # a task that already finished (eager task factories) is never added.
+        cycle.task = task
+        cycle.tasks = self.tasks
+        if not cycle.finished:
+            self.tasks.add(task)
 
     def _unsupported_upgrade(self) -> None:
         """An Upgrade we will not perform: warn, and the app gets the request as plain HTTP (as Uvicorn)."""
@@ -208,8 +223,14 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     # Timers
     def _arm_keepalive(self) -> None:
-        self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        # One lazily re-armed timer per connection instead of a new timer per response: the handler
+        # checks whether the connection was busy since it was set, and waits another period if so.
+        # An idle connection therefore closes between 1x and 2x the timeout, never before it.
+        self._keepalive_mark = self._requests
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def _unset_keepalive_if_required(self) -> None:
         if self.timeout_keep_alive_task is not None:
@@ -217,6 +238,12 @@ class BaseHTTPProtocol(asyncio.Protocol):
             self.timeout_keep_alive_task = None
 
     def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy or self._keepalive_mark != self._requests:
+            if not busy:
+                self._arm_keepalive()
+            return
         self._close()
 
     def _arm_header_timer(self) -> None:

@@ -67,7 +67,9 @@ def build_http_scope(
         else:
             target = target[path_start:]
     raw_path, _, query_string = target.partition(b"?")
-    path = unquote(raw_path.decode("ascii"))
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = unquote(path)
     return {
         "type": "http",
         "asgi": {"version": asgi_version, "spec_version": "2.4"},
@@ -87,6 +89,19 @@ def build_http_scope(
 
 class RequestResponseCycle:
     """The ASGI ``receive``/``send`` pair of one request, and the state of its response."""
+
+    # State every cycle starts with, as class attributes: the constructor runs once per request.
+    disconnected = False
+    # Request state: body bytes not yet handed to the app, and whether more will come.
+    more_body = True
+    _final_body_delivered = False
+    # Response state
+    response_started = False
+    response_complete = False
+    # The task running the app and the server's task set (set by the protocol), and whether run_asgi ended.
+    task: asyncio.Task[None] | None = None
+    tasks: set[asyncio.Task[None]] | None = None
+    finished = False
 
     def __init__(
         self,
@@ -109,20 +124,9 @@ class RequestResponseCycle:
         self.access_log = access_log
         self.message_event = message_event
         self.on_response = on_response
-
-        # Connection state
-        self.disconnected = False
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
-
-        # Request state: body bytes not yet handed to the app, and whether more will come.
         self.body = bytearray()
-        self.more_body = True
-        self._final_body_delivered = False
-
-        # Response state
-        self.response_started = False
-        self.response_complete = False
 
     # ASGI exception wrapper
     async def run_asgi(self, app: ASGI3Application) -> None:
@@ -154,6 +158,9 @@ class RequestResponseCycle:
                 self.transport.close()
         finally:
             self.on_response = _noop
+            self.finished = True
+            if self.task is not None and self.tasks is not None:
+                self.tasks.discard(self.task)
 
     async def send_500_response(self) -> None:
         await self.send(

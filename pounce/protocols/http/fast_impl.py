@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pounce._types import Scope
 from pounce.config import Config
 from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import (
@@ -36,17 +37,39 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 class FastCycle(RequestResponseCycle):
     """Frames responses by hand: one buffer per response where the app allows it."""
 
-    def __init__(self, *args: Any, default_headers: bytes, method: bytes, http_version: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.default_headers = default_headers
+    # Response framing state; class-level defaults keep the per-request constructor short.
+    _head_parts: list[bytes] | None = None
+    _chunked = False
+    _length_left: int | None = None
+    _body_allowed = True
+    _framed = False
+
+    def __init__(
+        self,
+        protocol: FastHTTPProtocol,
+        scope: Scope,
+        keep_alive: bool,
+        expect_100_continue: bool,
+        method: bytes,
+        http_version: str,
+    ) -> None:
+        RequestResponseCycle.__init__(
+            self,
+            scope,
+            protocol.transport,
+            protocol.flow,
+            protocol.logger,
+            protocol.access_logger,
+            protocol.access_log,
+            asyncio.Event(),
+            protocol.on_response_complete,
+            keep_alive,
+            expect_100_continue,
+        )
+        self.pending_heads = protocol.pending_heads
+        self.default_headers = protocol.server_state.default_headers_raw
         self.is_head = method == b"HEAD"
         self.http10 = http_version == "1.0"
-        self._head_parts: list[bytes] | None = None
-        self._flush_handle: asyncio.Handle | None = None
-        self._chunked = False
-        self._length_left: int | None = None
-        self._body_allowed = True
-        self._framed = False
 
     def write_continue(self) -> None:
         self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -78,16 +101,15 @@ class FastCycle(RequestResponseCycle):
         if no_content:
             self._framed = True
         self._head_parts = parts
-        # If the app awaits something between start and body, the head still leaves promptly.
-        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_head)
+        # If the app awaits something between start and body, the head still leaves promptly: heads
+        # waiting for their body are flushed together once per loop iteration.
+        pending = self.pending_heads
+        pending.append(self)
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(_flush_pending_heads, pending)
 
-    def _finish_head(self, body: bytes, more_body: bool) -> bytes:
-        parts = self._head_parts
-        assert parts is not None
-        self._head_parts = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+    def _frame_head(self, parts: list[bytes], body: bytes, more_body: bool) -> None:
+        """Complete the held-back head now that the first body message shows how to frame it."""
         if not self._framed:
             if not more_body:
                 # The whole body is known: RFC 9112 §6.3 Content-Length framing, no chunking needed.
@@ -106,15 +128,19 @@ class FastCycle(RequestResponseCycle):
         if self.http10 and self.keep_alive:
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        return b"".join(parts)
 
-    def _flush_head(self) -> None:
-        self._flush_handle = None
-        if self._head_parts is not None and not self.transport.is_closing():
-            self.transport.write(self._finish_head(b"", True))
+    def flush_head(self) -> None:
+        parts = self._head_parts
+        if parts is not None and not self.transport.is_closing():
+            self._head_parts = None
+            self._frame_head(parts, b"", True)
+            self.transport.write(b"".join(parts))
 
     def write_body(self, body: bytes, more_body: bool) -> None:
-        head = self._finish_head(body, more_body) if self._head_parts is not None else b""
+        parts = self._head_parts
+        if parts is not None:
+            self._head_parts = None
+            self._frame_head(parts, body, more_body)
         if not self._body_allowed:
             data = b""
         elif self._chunked:
@@ -129,10 +155,19 @@ class FastCycle(RequestResponseCycle):
                     raise RuntimeError("Response content longer than Content-Length")
                 if not more_body and self._length_left > 0:
                     raise RuntimeError("Response content shorter than Content-Length")
-        if head:
-            self.transport.write(head + data)
+        if parts is not None:
+            # Head and first body bytes leave together: one write, one send() for most responses.
+            parts.append(data)
+            self.transport.write(b"".join(parts))
         elif data:
             self.transport.write(data)
+
+
+def _flush_pending_heads(pending: list[FastCycle]) -> None:
+    cycles = pending[:]
+    pending.clear()
+    for cycle in cycles:
+        cycle.flush_head()
 
 
 class FastHTTPProtocol(BaseHTTPProtocol):
@@ -149,11 +184,12 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         # Our parser reads whole heads, so the limit only bounds memory; llhttp-sized by default.
         self.max_head = max(cfg.max_header_size, 96 * 1024)
         self._buffer = bytearray()
+        self._handling = False
+        self.pending_heads: list[FastCycle] = server_state.__dict__.setdefault("pending_heads", [])
         self._body_reader: ContentLengthReader | ChunkedReader | None = None
         self.cycle: FastCycle | None = None
 
     def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
         self._buffer += data
         if self._body_reader is not None:
             self._feed_body()
@@ -167,6 +203,15 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         return bool(self._buffer) and self.cycle is None
 
     def _handle_requests(self) -> None:
+        # With eager tasks a response can complete inside this loop; _next_request must then leave the
+        # next pipelined request to this loop instead of recursing into it.
+        self._handling = True
+        try:
+            self._handle_buffered_requests()
+        finally:
+            self._handling = False
+
+    def _handle_buffered_requests(self) -> None:
         buf = self._buffer
         while self.cycle is None and buf and not self.transport.is_closing():
             try:
@@ -205,19 +250,12 @@ class FastHTTPProtocol(BaseHTTPProtocol):
 
             app = self._select_app()
             self.cycle = cycle = FastCycle(
+                self,
                 scope,
-                self.transport,
-                self.flow,
-                self.logger,
-                self.access_logger,
-                self.access_log,
-                asyncio.Event(),
-                self.on_response_complete,
                 head.keep_alive and not self.draining,
                 head.expect_continue,
-                default_headers=self.server_state.default_headers_raw,
-                method=head.method,
-                http_version=head.http_version,
+                head.method,
+                head.http_version,
             )
             if head.chunked:
                 self._body_reader = ChunkedReader(self.max_line)
@@ -225,7 +263,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._body_reader = ContentLengthReader(head.content_length)
             else:
                 cycle.more_body = False
-            self._run_cycle(cycle, app)
+            self._run_cycle(cycle, app, eager=self.eager_tasks)
             if self._body_reader is not None and buf:
                 self._feed_body()
 
@@ -292,8 +330,10 @@ class FastHTTPProtocol(BaseHTTPProtocol):
 
     def _next_request(self) -> None:
         self.cycle = None
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self._buffer:
-            self._handle_requests()
+            if not self._handling:
+                self._handle_requests()
         else:
             self._arm_keepalive()

@@ -10,6 +10,7 @@ connection, because after a framing error nothing that follows can be trusted.
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 __all__ = [
     "ChunkedReader",
@@ -33,6 +34,12 @@ _FIELD_LINES = re.compile(rb"(?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*" % _TCHAR)
 # a bare "5 " is a known request-smuggling tell (parsers disagree on it), so it is rejected.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
+# Both rules above in one pattern, so a whole head is validated in a single regex pass.
+_HEAD = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n((?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*)" % (_TCHAR, _TCHAR))
+# The fields that decide framing, persistence or protocol; every other field is passed through as is.
+_FRAMING_FIELDS = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+)
 # RFC 9112 §2.2: a bare LF as a line terminator is something we do not accept. Searched only while a
 # head is incomplete, so a client using LF line endings gets a prompt 400 instead of a header timeout.
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -109,18 +116,18 @@ def parse_request_head(
     if end - start > max_head:
         raise ProtocolError(431, "Request header fields too large")
 
-    head = bytes(buf[: end + 2])
-    line_end = head.find(b"\r\n", start)
-    if line_end - start > max_line:
-        raise ProtocolError(414, "Request line too long")
-    match = _REQUEST_LINE.fullmatch(head, start, line_end)
+    head = buf[: end + 2] if type(buf) is bytes else bytes(buf[: end + 2])
+    # One pass validates the request line and every field line (RFC 9112 §3 and §5, see _HEAD).
+    match = _HEAD.fullmatch(head, start)
     if match is None:
-        raise ProtocolError(400, "Invalid HTTP request line")
-    method, target, major, minor = match.groups()
+        _explain_invalid_head(head, start, max_line)
+    method, target, major, minor, fields = match.groups()
     if major != b"1":
         # RFC 9110 §15.6.6: 505 for a major version we do not implement.
         raise ProtocolError(505, "HTTP version not supported")
     http_version = "1.0" if minor == b"0" else "1.1"
+    if len(method) + len(target) + 10 > max_line:
+        raise ProtocolError(414, "Request line too long")
     # RFC 9112 §3.2: origin-form ("/path"), absolute-form ("http://host/path") or, for OPTIONS only,
     # asterisk-form. Authority-form belongs to CONNECT, a tunnel an ASGI server cannot provide.
     if (
@@ -130,10 +137,6 @@ def parse_request_head(
     ):
         raise ProtocolError(400, "Invalid request target")
 
-    fields_start = line_end + 2
-    if _FIELD_LINES.fullmatch(head, fields_start) is None:
-        raise ProtocolError(400, "Invalid HTTP header field")
-
     headers: list[tuple[bytes, bytes]] = []
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None
@@ -141,12 +144,16 @@ def parse_request_head(
     expect = b""
     upgrade: bytes | None = None
     host_count = 0
-    for line in head[fields_start:-2].split(b"\r\n") if fields_start < len(head) else ():
+    for line in fields[:-2].split(b"\r\n") if fields else ():
         name, _, value = line.partition(b":")
         name = name.lower()
         value = value.strip(b" \t")
         headers.append((name, value))
-        if name == b"content-length":
+        if name not in _FRAMING_FIELDS:
+            continue
+        if name == b"host":
+            host_count += 1
+        elif name == b"content-length":
             # RFC 9112 §6.3 (5): differing or malformed lengths are unrecoverable. A repeated
             # identical value is allowed by RFC 9110 §8.6, but it is a smuggling tell: reject it too.
             if content_length is not None or _DIGITS.fullmatch(value) is None:
@@ -156,13 +163,11 @@ def parse_request_head(
             # RFC 9110 §5.3: repeated field lines are one comma-separated list.
             value = value.lower()
             transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-        elif name == b"host":
-            host_count += 1
         elif name == b"connection":
             connection = value.lower() if not connection else connection + b"," + value.lower()
         elif name == b"expect":
             expect = value.lower()
-        elif name == b"upgrade":
+        else:  # upgrade
             upgrade = value.lower()
 
     # RFC 9112 §3.2: a 1.1 request without exactly one Host is a 400.
@@ -203,6 +208,16 @@ def parse_request_head(
         ),
         end + 4,
     )
+
+
+def _explain_invalid_head(head: bytes, start: int, max_line: int) -> NoReturn:
+    """Raise the precise error for a head that failed the one-pass check (the rare, slow path)."""
+    line_end = head.find(b"\r\n", start)
+    if line_end - start > max_line:
+        raise ProtocolError(414, "Request line too long")
+    if _REQUEST_LINE.fullmatch(head, start, line_end) is None:
+        raise ProtocolError(400, "Invalid HTTP request line")
+    raise ProtocolError(400, "Invalid HTTP header field")
 
 
 def _reject_transfer_codings(transfer_encoding: bytes) -> None:
