@@ -185,7 +185,9 @@ class LoadResult:
 
 
 @contextmanager
-def steady_load(port: int, clients: int = 4, path: str = "/", max_requests: int = 200_000) -> Iterator[LoadResult]:
+def steady_load(
+    port: int, clients: int = 4, path: str = "/", max_requests: int = 200_000, keep_alive: bool = True
+) -> Iterator[LoadResult]:
     """Keep-alive clients sending requests back to back until the block ends; every failure is recorded.
 
     ``http.client`` is deliberately strict: it does not probe a pooled connection before reuse, so
@@ -200,7 +202,7 @@ def steady_load(port: int, clients: int = 4, path: str = "/", max_requests: int 
         while not stop.is_set() and sent < max_requests:
             sent += 1
             try:
-                conn.request("GET", path)
+                conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
                 response = conn.getresponse()
                 body = response.read().decode()
                 if response.status != 200:
@@ -210,7 +212,7 @@ def steady_load(port: int, clients: int = 4, path: str = "/", max_requests: int 
                     result.ok += 1
                     result.served_by[who] = result.served_by.get(who, 0) + 1
                 if response.will_close:
-                    conn.close()
+                    conn.close()  # the next request opens a new connection
             except Exception as exc:  # every failure counts, whatever it is
                 with result.lock:
                     result.failures.append(f"{type(exc).__name__}: {exc}")

@@ -163,3 +163,16 @@ def test_sighup_to_the_whole_process_group_restarts_without_casualties(tmp_path:
         for pid in original:
             assert server.wait_log(f"Finished server process [{pid}]"), output
         assert get(server.port)[0] == 200
+
+
+def test_sighup_under_connection_per_request_load_has_no_errors(tmp_path: Path) -> None:
+    # Every request on a new connection: the draining worker may accept one just before it stops.
+    with serve("--workers", "2", *PROCESS, tmp_path=tmp_path) as server:
+        original = worker_pids(server, 2)
+        with steady_load(server.port, clients=4, keep_alive=False) as load:
+            assert wait_for(lambda: load.ok > 50, 10)
+            server.signal(signal.SIGHUP)
+            assert wait_for(lambda: not (original & children(server.pid)), 30), server.output()
+            served_before = load.ok
+            assert wait_for(lambda: load.ok > served_before + 200, 10)
+        assert load.failures == [], f"{len(load.failures)} failed of {load.ok + len(load.failures)}: {load.failures[:5]}"

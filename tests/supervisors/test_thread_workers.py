@@ -226,3 +226,14 @@ def test_an_app_import_that_re_enables_the_gil_is_reported_loudly(tmp_path: Path
         assert "re-enabled the GIL" in output and "gilly" in output, output
         assert "Worker threads will NOT run in parallel" in output
         assert get(server.port)[1].endswith("gil=1")
+
+
+def test_sighup_under_connection_per_request_load_has_no_errors(tmp_path: Path) -> None:
+    with serve("--workers", "2", *THREAD, tmp_path=tmp_path, python=PYTHON) as server:
+        with steady_load(server.port, clients=4, keep_alive=False) as load:
+            assert wait_for(lambda: load.ok > 50, 10)
+            server.signal(signal.SIGHUP)
+            assert server.wait_log("Finished server process", count=2, timeout=20), server.output()
+            served_before = load.ok
+            assert wait_for(lambda: load.ok > served_before + 200, 10)
+        assert load.failures == [], f"{len(load.failures)} failed of {load.ok + len(load.failures)}: {load.failures[:5]}"
