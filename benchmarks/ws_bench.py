@@ -122,12 +122,25 @@ def server_frame(payload: bytes, opcode: int) -> bytes:
 class EchoClient(asyncio.Protocol):
     """One connection that keeps ``window`` messages in flight and counts the echoes.
 
-    The client must be much cheaper than any server, or it would measure itself: echoes are
-    identical frames, so a run of them is checked with one comparison against a prepared
-    block, and only anything else (a ping, a split read) goes through the frame parser.
+    The client must be much cheaper than any server, or it would measure itself. Small echoes
+    are identical frames, so a run of them is checked with one comparison against a prepared
+    block, and only anything else (a ping, a split read) goes through the frame parser. Large
+    echoes are followed header by header without copying their payloads: each one's length,
+    opcode and FIN bit are checked, and the first one's payload byte for byte.
     """
 
+    STREAM_AT = 4096  # payloads from this size on are followed, not buffered
+
     def __init__(self, payload: bytes, opcode: int, window: int) -> None:
+        self.payload = payload
+        self.opcode = opcode
+        self.streaming = len(payload) >= self.STREAM_AT
+        self.head = bytearray()  # a header split across reads (streaming mode)
+        self.skip = 0  # payload bytes of the current frame still to come (streaming mode)
+        self.frame_opcode = 0
+        self.frame_fin = False
+        self.collect: bytearray | None = None  # payload kept for checking (first echo, control frames)
+        self.checked = False
         self.frame = client_frame(payload, opcode)
         self.echo = server_frame(payload, opcode)
         self.echo_block = self.echo * window
@@ -156,20 +169,25 @@ class EchoClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
-        buf += data
         if not self.upgraded:
+            buf += data
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
             head = bytes(buf[:end])
-            del buf[:end + 4]
+            data = bytes(buf[end + 4:])
+            buf.clear()
             self.upgraded = True
             if not head.startswith(b"HTTP/1.1 101"):
                 self._fail(h.BenchError(f"WebSocket handshake refused: {head.splitlines()[0]!r}"))
                 return
             self.handshake.set_result(None)
         try:
-            done = self._count()
+            if self.streaming:
+                done = self._follow(data)
+            else:
+                buf += data
+                done = self._count()
         except h.BenchError as exc:
             self._fail(exc)
             return
@@ -192,6 +210,69 @@ class EchoClient(asyncio.Protocol):
             self.messages += n
             return n + self._count() if len(buf) >= size else n
         return self._parse()
+
+    def _follow(self, data: bytes) -> int:
+        """Streaming mode: walk the frame headers in ``data``, skipping over the payloads."""
+        done = 0
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.skip:
+                take = min(self.skip, end - pos)
+                if self.collect is not None:
+                    self.collect += data[pos:pos + take]
+                self.skip -= take
+                pos += take
+                if not self.skip:
+                    done += self._frame_done()
+                continue
+            head = self.head
+            if len(head) < 2:
+                take = min(2 - len(head), end - pos)
+                head += data[pos:pos + take]
+                pos += take
+                if len(head) < 2:
+                    continue
+            size = {126: 4, 127: 10}.get(head[1] & 0x7F, 2)
+            if len(head) < size:
+                take = min(size - len(head), end - pos)
+                head += data[pos:pos + take]
+                pos += take
+                if len(head) < size:
+                    continue
+            b0, b1 = head[0], head[1]
+            if b1 & 0x80:
+                raise h.BenchError("server sent a masked frame")
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(head[2:4], "big")
+            elif n == 127:
+                n = int.from_bytes(head[2:10], "big")
+            head.clear()
+            self.frame_opcode, self.frame_fin = b0 & 0x0F, bool(b0 & 0x80)
+            if self.frame_opcode in (0x1, 0x2) and n != len(self.payload):
+                raise h.BenchError(f"echo of {n} bytes for a {len(self.payload)}-byte message")
+            self.collect = bytearray() if self.frame_opcode >= 0x8 or not self.checked else None
+            self.skip = n
+            if not n:
+                done += self._frame_done()
+        return done
+
+    def _frame_done(self) -> int:
+        opcode, payload, self.collect = self.frame_opcode, self.collect, None
+        if opcode in (0x1, 0x2):
+            if opcode != self.opcode or not self.frame_fin:
+                raise h.BenchError(f"unexpected echo frame (opcode {opcode}, fin {self.frame_fin})")
+            if payload is not None:
+                if bytes(payload) != self.payload:
+                    raise h.BenchError("echo payload differs from the message sent")
+                self.checked = True
+            self.messages += 1
+            return 1
+        if opcode == 0x9 and self.transport is not None:
+            self.transport.write(client_frame(bytes(payload or b""), 0xA))
+        elif opcode == 0x8:
+            raise h.BenchError("server closed the WebSocket during the run")
+        return 0
 
     def _parse(self) -> int:
         buf = self.buffer
