@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import logging
 import sys
+from urllib.parse import unquote
 from collections.abc import Coroutine
 from typing import Any
 
@@ -160,6 +161,39 @@ class BaseHTTPProtocol(asyncio.Protocol):
             self.transport.close()
 
     # Requests
+    def build_scope(
+        self, method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]]
+    ) -> Scope:
+        """The ASGI HTTP connection scope (ASGI HTTP spec 2.4) for one request."""
+        if target[:1] != b"/" and target != b"*":
+            # RFC 9112 §3.2.2: absolute-form ("http://host/path?q"); the app sees only path and query.
+            scheme_end = target.find(b"://")
+            path_start = target.find(b"/", scheme_end + 3) if scheme_end >= 0 else -1
+            if path_start < 0:
+                query_start = target.find(b"?")
+                target = b"/" + target[query_start:] if query_start >= 0 else b"/"
+            else:
+                target = target[path_start:]
+        raw_path, _, query_string = target.partition(b"?")
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method.decode("ascii"),
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": query_string,
+            "headers": headers,
+            "state": self.app_state.copy(),
+        }
+
     def _select_app(self) -> ASGI3Application:
         if self.limit_concurrency is not None and (
             len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency

@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.protocols.http.flow_control import FlowControl
@@ -41,50 +40,6 @@ def status_phrase(status_code: int) -> bytes:
         return http.HTTPStatus(status_code).phrase.encode()
     except ValueError:
         return b""
-
-
-def build_http_scope(
-    *,
-    method: bytes,
-    target: bytes,
-    http_version: str,
-    headers: list[tuple[bytes, bytes]],
-    root_path: str,
-    asgi_version: str,
-    server: tuple[str, int | None] | None,
-    client: tuple[str, int] | None,
-    scheme: str,
-    app_state: dict[str, Any],
-) -> Scope:
-    """The ASGI HTTP connection scope (ASGI HTTP spec 2.4) for one request."""
-    if target[:1] != b"/" and target != b"*":
-        # RFC 9112 §3.2.2: absolute-form ("http://host/path?q"); the app sees only path and query.
-        scheme_end = target.find(b"://")
-        path_start = target.find(b"/", scheme_end + 3) if scheme_end >= 0 else -1
-        if path_start < 0:
-            query_start = target.find(b"?")
-            target = b"/" + target[query_start:] if query_start >= 0 else b"/"
-        else:
-            target = target[path_start:]
-    raw_path, _, query_string = target.partition(b"?")
-    path = raw_path.decode("ascii")
-    if "%" in path:
-        path = unquote(path)
-    return {
-        "type": "http",
-        "asgi": {"version": asgi_version, "spec_version": "2.4"},
-        "http_version": http_version,
-        "server": server,
-        "client": client,
-        "scheme": scheme,
-        "method": method.decode("ascii"),
-        "root_path": root_path,
-        "path": root_path + path,
-        "raw_path": root_path.encode("ascii") + raw_path,
-        "query_string": query_string,
-        "headers": headers,
-        "state": app_state.copy(),
-    }
 
 
 class RequestResponseCycle:

@@ -20,7 +20,6 @@ from pounce.protocols.http.cycle import (
     INVALID_HEADER_VALUE,
     STATUS_LINE,
     RequestResponseCycle,
-    build_http_scope,
 )
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
 from pounce.protocols.http.parser import (
@@ -227,18 +226,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             raw_head = bytes(buf[:body_start]) if head.upgrade is not None else b""
             del buf[:body_start]
 
-            self.scope = scope = build_http_scope(
-                method=head.method,
-                target=head.target,
-                http_version=head.http_version,
-                headers=head.headers,
-                root_path=self.root_path,
-                asgi_version=self.asgi_version,
-                server=self.server,
-                client=self.client,
-                scheme=self.scheme,
-                app_state=self.app_state,
-            )
+            self.scope = scope = self.build_scope(head.method, head.target, head.http_version, head.headers)
 
             if head.upgrade is not None:
                 if head.upgrade == b"websocket" and self.ws_protocol_class is not None:

@@ -10,7 +10,7 @@ import h11
 
 from pounce.config import Config
 from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
-from pounce.protocols.http.cycle import RequestResponseCycle, build_http_scope, status_phrase
+from pounce.protocols.http.cycle import RequestResponseCycle, status_phrase
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
 from pounce.protocols.http.parser import ProtocolError, parse_request_head
 from pounce.server import ServerState
@@ -125,17 +125,8 @@ class H11Protocol(BaseHTTPProtocol):
                 self._cancel_header_timer()
                 self._unset_keepalive_if_required()
                 self.headers = [(key.lower(), value) for key, value in event.headers]
-                self.scope = scope = build_http_scope(
-                    method=event.method,
-                    target=event.target,
-                    http_version=event.http_version.decode("ascii"),
-                    headers=self.headers,
-                    root_path=self.root_path,
-                    asgi_version=self.asgi_version,
-                    server=self.server,
-                    client=self.client,
-                    scheme=self.scheme,
-                    app_state=self.app_state,
+                self.scope = scope = self.build_scope(
+                    event.method, event.target, event.http_version.decode("ascii"), self.headers
                 )
                 upgrade = self._get_upgrade()
                 if upgrade is not None:
