@@ -9,8 +9,9 @@ permessage-deflate, and writes the 101, 403, 500 and ``websocket.http.response``
 the connection is accepted, frames go through :class:`FrameReader` and :func:`encode_frame`
 below instead of wsproto's frame layer: one pass over each frame, one unmasking copy, no
 per-frame objects, and permessage-deflate (RFC 7692) with a decompression budget, so that a
-small compressed frame cannot inflate past ``ws_max_size``. That is what makes Pounce's echo
-path several times cheaper than Uvicorn's wsproto path.
+small compressed frame cannot inflate past ``ws_max_size``. That makes a small message about six
+times cheaper than on Uvicorn's wsproto path; at 64 KiB the gain is about 1.3x, because there
+unmasking the payload (pure Python, see ``unmask``) is most of the work on both.
 
 Behaviour follows Uvicorn's wsproto implementation (ASGI events, close codes, log lines, reads
 paused while a received message waits for the app). Differences, all on purpose:
