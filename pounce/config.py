@@ -29,7 +29,7 @@ from pounce.importer import ImportFromStringError, import_from_string
 from pounce.logging import TRACE_LOG_LEVEL
 from pounce.middleware.asgi2 import ASGI2Middleware
 from pounce.middleware.message_logger import MessageLoggerMiddleware
-from pounce.middleware.proxy_headers import ProxyHeadersMiddleware
+from pounce.middleware.proxy_headers import ServerProxyHeaders
 from pounce.middleware.wsgi import WSGIMiddleware
 
 HTTPProtocolType = Literal["auto", "fast", "h11", "httptools", "zttp"]
@@ -589,7 +589,7 @@ class Config:
         if logger.getEffectiveLevel() <= TRACE_LOG_LEVEL:
             self.loaded_app = MessageLoggerMiddleware(self.loaded_app)
         if self.proxy_headers:
-            self.loaded_app = ProxyHeadersMiddleware(self.loaded_app, trusted_hosts=self.forwarded_allow_ips)
+            self.loaded_app = ServerProxyHeaders(self.loaded_app, trusted_hosts=self.forwarded_allow_ips)
 
         self.server_config = self.freeze()
         self.loaded = True

@@ -149,3 +149,13 @@ def test_server_api_serves_through_run_server() -> None:
         response = httpx.get(running.url)
     assert response.status_code == 200
     assert response.text == "Hello, world!"
+
+
+def test_app_wrapped_in_proxy_headers_middleware_is_detected_as_asgi3() -> None:
+    from pounce.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    config = Config(app=ProxyHeadersMiddleware(hello, trusted_hosts="*"))
+    config.load()
+    assert config.interface == "asgi3"
+    with run_server(ProxyHeadersMiddleware(hello, trusted_hosts="*")) as running:
+        assert httpx.get(running.url).text == "Hello, world!"

@@ -27,41 +27,58 @@ class ProxyHeadersMiddleware:
         self.app = app
         self.trusted_hosts = _TrustedHosts(trusted_hosts)
 
-    # A plain function returning the app's awaitable rather than ``async def``: it runs on every
-    # request, and this way it adds no coroutine frame of its own to the request's task.
-    def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
-        if scope["type"] == "lifespan":
-            return self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "lifespan":
+            self.rewrite(scope)
+        return await self.app(scope, receive, send)
 
+    def rewrite(self, scope: Scope) -> None:
+        """Apply X-Forwarded-Proto / X-Forwarded-For to ``scope`` when the peer is a trusted proxy."""
         client_addr = scope.get("client")
         client_host = client_addr[0] if client_addr else None
+        if client_host not in self.trusted_hosts:
+            return
 
-        if client_host in self.trusted_hosts:
-            proto_value: bytes | None = None
-            for_values: list[bytes] = []
-            for name, value in scope["headers"]:
-                if name == b"x-forwarded-proto":
-                    proto_value = value  # last one wins, as a proxy chain would overwrite it
-                elif name == b"x-forwarded-for":
-                    for_values.append(value)
+        proto_value: bytes | None = None
+        for_values: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-proto":
+                proto_value = value  # last one wins, as a proxy chain would overwrite it
+            elif name == b"x-forwarded-for":
+                for_values.append(value)
 
-            if proto_value is not None:
-                proto = proto_value.decode("latin1").strip()
-                if proto in _VALID_PROTOS:
-                    if scope["type"] == "websocket":
-                        # A proxy talking plain HTTP(S) to us still fronts a WebSocket.
-                        scope["scheme"] = proto.replace("http", "ws")
-                    else:
-                        scope["scheme"] = proto
+        if proto_value is not None:
+            proto = proto_value.decode("latin1").strip()
+            if proto in _VALID_PROTOS:
+                if scope["type"] == "websocket":
+                    # A proxy talking plain HTTP(S) to us still fronts a WebSocket.
+                    scope["scheme"] = proto.replace("http", "ws")
+                else:
+                    scope["scheme"] = proto
 
-            if for_values:
-                # Repeated headers are equivalent to one comma-joined header (RFC 9110 5.3).
-                forwarded_for = b", ".join(for_values).decode("latin1")
-                host, port = self.trusted_hosts.get_trusted_client_address(forwarded_for)
-                # An empty header yields "", which is not a usable client address.
-                if host:
-                    scope["client"] = (host, port)
+        if for_values:
+            # Repeated headers are equivalent to one comma-joined header (RFC 9110 5.3).
+            forwarded_for = b", ".join(for_values).decode("latin1")
+            host, port = self.trusted_hosts.get_trusted_client_address(forwarded_for)
+            # An empty header yields "", which is not a usable client address.
+            if host:
+                scope["client"] = (host, port)
 
+
+class ServerProxyHeaders(ProxyHeadersMiddleware):
+    """The proxy-headers layer the server itself adds (``--proxy-headers``, on by default).
+
+    ``__call__`` is a plain function returning the app's awaitable: it runs on every request and adds
+    no coroutine frame to the request's task. Only the server uses it, after the app's interface was
+    detected; the public ``ProxyHeadersMiddleware`` stays ``async def`` so apps that wrap themselves
+    in it are still recognised as ASGI 3.
+    """
+
+    def __call__(  # type: ignore[override]
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> Awaitable[None]:
+        if scope["type"] != "lifespan":
+            self.rewrite(scope)
         return self.app(scope, receive, send)
 
 
