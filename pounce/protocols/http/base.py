@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import functools
+import importlib.util
 import sys
 from urllib.parse import unquote
 from collections.abc import Coroutine
@@ -25,11 +27,17 @@ NO_WS_LIBRARY_MESSAGE = (
     "No supported WebSocket library detected. Please use \"pip install 'pounce[ws]'\", or install 'wsproto' manually."
 )
 INVALID_REQUEST = "Invalid HTTP request received."
+WS_NOT_INSTALLED = "WebSocket support is not installed on this server (pip install 'pounce[ws]')."
+
+
+@functools.lru_cache(maxsize=None)
+def websocket_library_installed() -> bool:
+    return importlib.util.find_spec("wsproto") is not None
 
 
 def error_body(status: int, reason: str) -> bytes:
     """The body of a response to a request we reject: Uvicorn's wording for 400, else the reason."""
-    return INVALID_REQUEST.encode() if status == 400 else reason.encode("ascii")
+    return INVALID_REQUEST.encode() if status == 400 and reason != WS_NOT_INSTALLED else reason.encode("ascii")
 
 
 # On shutdown an idle keep-alive connection stays open this long (at most) for a request already on
@@ -228,11 +236,20 @@ class BaseHTTPProtocol(asyncio.Protocol):
         if not cycle.finished:
             self.tasks.add(task)
 
-    def _unsupported_upgrade(self) -> None:
-        """An Upgrade we will not perform: warn, and the app gets the request as plain HTTP (as Uvicorn)."""
+    def _unsupported_upgrade(self, upgrade: bytes) -> bool:
+        """An Upgrade we will not perform: warn, and the app gets the request as plain HTTP (as Uvicorn).
+
+        One exception, answered here (returns True): a WebSocket handshake while WebSockets are wanted
+        (``--ws`` is not ``none``) but no library is installed. The app could not complete it, so the
+        client gets a clear 400 saying what is missing instead of whatever the app makes of it.
+        """
         self.logger.warning("Unsupported upgrade request.")
         if self.ws_protocol_class is None:
             self.logger.warning(NO_WS_LIBRARY_MESSAGE)
+            if upgrade == b"websocket" and self.config.ws != "none" and not websocket_library_installed():
+                self._send_error(400, WS_NOT_INSTALLED, log=False)
+                return True
+        return False
 
     def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         raise NotImplementedError  # pragma: no cover

@@ -234,7 +234,8 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                     buf.clear()
                     self._handle_websocket_upgrade(pending)
                     return
-                self._unsupported_upgrade()
+                if self._unsupported_upgrade(head.upgrade):
+                    return
 
             app = self._select_app()
             self.cycle = cycle = FastCycle(

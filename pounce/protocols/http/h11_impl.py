@@ -133,7 +133,8 @@ class H11Protocol(BaseHTTPProtocol):
                     if upgrade == b"websocket" and self.ws_protocol_class is not None:
                         self._handle_websocket_upgrade(self._replay_request(event))
                         return
-                    self._unsupported_upgrade()
+                    if self._unsupported_upgrade(upgrade):
+                        return
 
                 app = self._select_app()
                 self.cycle = H11Cycle(
