@@ -578,7 +578,7 @@ def test_protocol_errors_close_with_the_right_code(frame: bytes, code: int) -> N
 
 def test_frames_split_across_reads_at_every_boundary() -> None:
     """The frame reader sees TCP's arbitrary read boundaries: every split must give the same events."""
-    from pounce.protocols.websockets.wsproto_impl import FrameReader
+    from pounce.protocols.websockets.frames import FrameReader
 
     rng = random.Random(5)
     expected: list[tuple[Any, ...]] = []
