@@ -274,11 +274,13 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     # Timers
     def _arm_keepalive(self) -> None:
-        # One lazily re-armed timer per connection instead of a new timer per response: the handler
-        # checks whether the connection was busy since it was set, and waits another period if so.
-        # An idle connection therefore closes between 1x and 2x the timeout, never before it.
-        self._keepalive_mark = self._requests
+        # One lazily re-armed timer per connection instead of a new timer per response. The timer
+        # remembers how many requests the connection had started when it was set; when it fires, a
+        # changed count means the connection was used in the meantime and gets another full period.
+        # An idle connection therefore closes between one and two timeouts after its last request,
+        # never before one.
         if self.timeout_keep_alive_task is None:
+            self._keepalive_mark = self._requests
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
@@ -290,10 +292,10 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     def timeout_keep_alive_handler(self) -> None:
         self.timeout_keep_alive_task = None
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if busy or self._keepalive_mark != self._requests:
-            if not busy:
-                self._arm_keepalive()
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # Busy: the response's completion arms the timer again.
+        if self._keepalive_mark != self._requests:
+            self._arm_keepalive()
             return
         self._close()
 
