@@ -69,6 +69,7 @@ class Server:
         self.last_notified = 0.0
         self.servers: list[asyncio.base_events.Server] = []
         self._captured_signals: list[int] = []
+        self._told_to_shut_down: set[Any] = set()
 
     @functools.cached_property
     def limit_max_requests(self) -> int | None:
@@ -229,8 +230,7 @@ class Server:
             sock.close()
 
         # Ask every connection to finish its current request and close.
-        for connection in list(self.server_state.connections):
-            connection.shutdown()
+        self._shutdown_connections()
         await asyncio.sleep(0.1)
 
         try:
@@ -242,14 +242,33 @@ class Server:
             )
             for task in self.server_state.tasks:
                 task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+            await asyncio.sleep(0)  # let the cancelled requests answer and close
+
+        # Whatever is still open now (a forced quit, the graceful timeout, a peer that ignores our
+        # close handshake) is closed here: once this loop stops, nobody would ever close it, and its
+        # client would hang on a connection that looks alive.
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        await asyncio.sleep(0)
 
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    def _shutdown_connections(self) -> None:
+        # Connections accepted just before the listeners closed reach connection_made a few loop turns
+        # later, after the first sweep: sweep again while waiting, telling each connection once.
+        for connection in list(self.server_state.connections):
+            if connection not in self._told_to_shut_down:
+                self._told_to_shut_down.add(connection)
+                connection.shutdown()
 
     async def _wait_tasks_to_complete(self) -> None:
         if self.server_state.connections and not self.force_exit:
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
             while self.server_state.connections and not self.force_exit:
+                self._shutdown_connections()
                 await asyncio.sleep(0.1)
 
         if self.server_state.tasks and not self.force_exit:

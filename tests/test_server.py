@@ -86,3 +86,27 @@ def test_limit_concurrency_answers_503() -> None:
             response = httpx.get(running.url)
     assert response.status_code == 503
     assert response.text == "Service Unavailable"
+
+
+def test_a_forced_exit_closes_open_connections_instead_of_abandoning_them() -> None:
+    # After a forced quit (a second Ctrl+C, or a supervisor killing a worker that overran its drain) the
+    # loop stops at once. A keep-alive connection it still had must be closed, so its client sees the
+    # end at once instead of hanging on a socket that nothing will ever serve or close.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = Config(app=hello, lifespan="off", log_level="warning")
+        server = Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 OK")
+            server.force_exit = True
+            server.should_exit = True
+            thread.join(10)
+            assert not thread.is_alive()
+            assert client.recv(4096) == b""  # EOF, not a timeout
