@@ -118,7 +118,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         if cycle is not None:
             if not cycle.response_complete:
                 cycle.disconnected = True
-            cycle.message_event.set()
+            cycle.notify()
         if self.flow is not None:
             self.flow.resume_writing()
         self._cancel_header_timer()

@@ -57,6 +57,8 @@ class RequestResponseCycle:
     task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] | None = None
     finished = False
+    # Wakes receive(); created only when receive() has to wait (most requests never do).
+    _wakeup: asyncio.Event | None = None
 
     def __init__(
         self,
@@ -66,7 +68,6 @@ class RequestResponseCycle:
         logger: logging.Logger,
         access_logger: logging.Logger,
         access_log: bool,
-        message_event: asyncio.Event,
         on_response: Callable[[], None],
         keep_alive: bool,
         expect_100_continue: bool,
@@ -77,7 +78,6 @@ class RequestResponseCycle:
         self.logger = logger
         self.access_logger = access_logger
         self.access_log = access_log
-        self.message_event = message_event
         self.on_response = on_response
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
@@ -170,7 +170,7 @@ class RequestResponseCycle:
             more_body = message.get("more_body", False)
             if not more_body:
                 self.response_complete = True
-                self.message_event.set()
+                self.notify()
             self.write_body(body, more_body)
 
         else:
@@ -190,19 +190,27 @@ class RequestResponseCycle:
             self.flow.resume_reading()
             # Wait only when there is nothing to hand over yet; a bodyless request answers at once.
             if not self.body and (self.more_body or self._final_body_delivered):
-                await self.message_event.wait()
-                self.message_event.clear()
+                if self._wakeup is None:
+                    self._wakeup = asyncio.Event()
+                await self._wakeup.wait()
+                self._wakeup.clear()
 
         if self.disconnected or self.response_complete or self._final_body_delivered:
             return {"type": "http.disconnect"}
 
         message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
         self.body = bytearray()
-        # What set the event has been handed over; the next wait must be for something new.
-        self.message_event.clear()
+        # What woke us has been handed over; the next wait must be for something new.
+        if self._wakeup is not None:
+            self._wakeup.clear()
         if not self.more_body:
             self._final_body_delivered = True
         return message
+
+    def notify(self) -> None:
+        """Wake a waiting ``receive()``: body bytes arrived, the body ended or the client left."""
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     # Framing hooks, implemented by each protocol.
     def write_continue(self) -> None:

@@ -60,7 +60,6 @@ class FastCycle(RequestResponseCycle):
             protocol.logger,
             protocol.access_logger,
             protocol.access_log,
-            asyncio.Event(),
             protocol.on_response_complete,
             keep_alive,
             expect_100_continue,
@@ -237,7 +236,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 if self._unsupported_upgrade(head.upgrade):
                     return
 
-            app = self._select_app()
+            app = self.app if self.limit_concurrency is None else self._select_app()
             self.cycle = cycle = FastCycle(
                 self,
                 scope,
@@ -279,7 +278,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         if done:
             cycle.more_body = False
         if data or done:
-            cycle.message_event.set()
+            cycle.notify()
 
     def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         """Answer a request we cannot parse or serve, then close: the framing can no longer be trusted."""
@@ -302,7 +301,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             )
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
-            cycle.message_event.set()
+            cycle.notify()
         self._body_reader = None
         self._cancel_header_timer()
         self._close()

@@ -144,7 +144,6 @@ class H11Protocol(BaseHTTPProtocol):
                     self.logger,
                     self.access_logger,
                     self.access_log,
-                    asyncio.Event(),
                     self.on_response_complete,
                     not self.draining,
                     self.conn.they_are_waiting_for_100_continue,
@@ -159,7 +158,7 @@ class H11Protocol(BaseHTTPProtocol):
                 self.cycle.body += event.data
                 if len(self.cycle.body) > HIGH_WATER_LIMIT:
                     self.flow.pause_reading()
-                self.cycle.message_event.set()
+                self.cycle.notify()
 
             elif isinstance(event, h11.EndOfMessage):
                 if self.conn.our_state is h11.DONE:
@@ -169,7 +168,7 @@ class H11Protocol(BaseHTTPProtocol):
                     continue
                 if self.cycle is not None:
                     self.cycle.more_body = False
-                    self.cycle.message_event.set()
+                    self.cycle.notify()
                 if self.conn.their_state == h11.MUST_CLOSE:
                     break
 
@@ -216,7 +215,7 @@ class H11Protocol(BaseHTTPProtocol):
                 pass
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
-            self.cycle.message_event.set()
+            self.cycle.notify()
         self._cancel_header_timer()
         self._close()
 
