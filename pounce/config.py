@@ -474,17 +474,28 @@ class Config:
             sys.exit(STARTUP_FAILURE)
 
     def _resolve_http(self) -> type[asyncio.Protocol]:
-        if self.http2:
-            raise ConfigError(
-                "HTTP/2 is not available in this version of Pounce yet; serve HTTP/1.1 (drop --http2) "
-                "or put an HTTP/2-terminating proxy in front."
-            )
         http = _resolve_alias("http", self.http)
+        protocol_class: type[asyncio.Protocol]
         if isinstance(http, str):
-            cls: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS.get(http, http))
-            return cls
-        protocol_class: type[asyncio.Protocol] = http
-        return protocol_class
+            protocol_class = import_from_string(HTTP_PROTOCOLS.get(http, http))
+        else:
+            protocol_class = http
+        if not self.http2:
+            return protocol_class
+        # --http2: the chosen HTTP/1.1 protocol, plus HTTP/2 (ALPN over TLS, prior knowledge in cleartext).
+        import importlib.util
+
+        if importlib.util.find_spec("h2") is None:
+            raise ConfigError("--http2 needs the h2 package: pip install 'pounce[h2]'")
+        from pounce.protocols.http.negotiate import http2_variant
+
+        variant = http2_variant(protocol_class)
+        if variant is None:
+            raise ConfigError(
+                "--http2 works with --http auto, fast or h11; a custom HTTP protocol class must offer "
+                "HTTP/2 itself (alpn_protocols with 'h2')."
+            )
+        return variant
 
     def _resolve_ws(self) -> type[asyncio.Protocol] | None:
         ws = _resolve_alias("ws", self.ws)

@@ -141,7 +141,13 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     "as a name for it.",
     show_default=True,
 )
-@click.option("--http2", is_flag=True, default=False, help="Enable HTTP/2 support.", show_default=True)
+@click.option(
+    "--http2",
+    is_flag=True,
+    default=False,
+    help="Enable HTTP/2 support (TLS: ALPN h2; cleartext: prior knowledge), next to HTTP/1.1. Needs pounce[h2].",
+    show_default=True,
+)
 @click.option(
     "--ws",
     type=str,
@@ -364,10 +370,10 @@ def main(app: str, **options: Any) -> None:
 def _check_combinations(options: dict[str, Any]) -> None:
     """Reject option combinations that cannot work, as a usage error (exit code 2)."""
     if options["http2"]:
-        raise click.UsageError(
-            "--http2: HTTP/2 is not available in this version of Pounce yet. Serve HTTP/1.1 (drop --http2), "
-            "or terminate HTTP/2 at a proxy in front of Pounce."
-        )
+        import importlib.util
+
+        if importlib.util.find_spec("h2") is None:
+            raise click.UsageError("--http2 needs the h2 package: pip install 'pounce[h2]'")
     if options["uds"] is not None and options["fd"] is not None:
         raise click.UsageError("--uds and --fd both choose the listening socket; give one of them.")
     if options["ssl_keyfile"] and not options["ssl_certfile"]:

@@ -1,0 +1,518 @@
+"""HTTP/2 through the ``h2`` library (``--http2``, extra ``pounce[h2]``).
+
+One ``H2Protocol`` serves one connection; each stream is a ``RequestResponseCycle`` (``H2Cycle``), so
+the ASGI side (message validation, 500 before the response starts, access log, disconnects) is the
+same code the HTTP/1.1 protocols run. A cycle talks to its stream through a small stand-in transport:
+``close()`` resets the stream, never the connection, so one failing app call cannot take its sibling
+streams down.
+
+Flow control works in both directions without unbounded buffers:
+
+* inbound, a stream's DATA is acknowledged (its window reopened) only when the app has received it,
+  so a stream holds at most one window (64 KiB) of unread body; the connection window is opened wide
+  enough that stalled streams cannot block their siblings;
+* outbound, response bytes wait in the stream's buffer for window updates; above
+  ``HIGH_WATER_LIMIT`` the app's next ``send`` waits until the peer has taken enough.
+
+Writes are coalesced: what the streams of a connection produce in one event-loop iteration leaves in
+one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+from hyperframe.frame import GoAwayFrame
+
+from pounce._types import Message, Scope
+from pounce.config import Config
+from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.cycle import INVALID_HEADER_NAME, INVALID_HEADER_VALUE, RequestResponseCycle
+from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from pounce.server import ServerState
+
+# RFC 9113 §8.2.2: connection-specific fields are not allowed in HTTP/2. Apps written for HTTP/1.1 send
+# them anyway ("connection: close" from our own 503/500 answers too), so they are dropped on the way out.
+FORBIDDEN_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+_NO_CONTENT_STATUSES = frozenset((204, 304))
+# Extra connection-level receive window: 100 streams x 64 KiB, so streams whose apps do not read their
+# body (each holding at most its own window) cannot starve the others of connection window.
+CONNECTION_WINDOW_EXTRA = 100 * 65535
+EXTENSIONS: dict[str, dict[object, object]] = {"http.response.trailers": {}, "http.response.early_hint": {}}
+
+
+class _StreamTransport(asyncio.Transport):
+    """What a cycle sees as its transport: closing it resets its stream (RST_STREAM), not the connection."""
+
+    def __init__(self, protocol: H2Protocol, cycle: H2Cycle) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._cycle = cycle
+
+    def close(self) -> None:
+        self._protocol.abort_stream(self._cycle)
+
+    def is_closing(self) -> bool:
+        return self._cycle.stream_id not in self._protocol.streams or self._protocol.transport.is_closing()
+
+    # Inbound back-pressure is HTTP/2 flow control (see ``H2Cycle.receive``), not socket reads.
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class H2Cycle(RequestResponseCycle):
+    """One stream: the shared ASGI cycle with HTTP/2 framing hooks, trailers and early hints."""
+
+    # Outbound state, read by ``H2Protocol.pump``.
+    head: list[tuple[bytes, bytes]] | None = None  # response head not yet handed to h2
+    end_queued = False  # the app finished the response; END_STREAM goes out after ``pending``
+    trailers: list[tuple[bytes, bytes]] | None = None
+    queued = False  # in the protocol's list of streams to pump at the next flush
+    unacked = 0  # received DATA the app has not taken yet (flow-controlled bytes)
+    _length_left: int | None = None
+    _body_allowed = True
+    _trailers_expected = False
+    _body_done = False
+    _send_trailers = False
+
+    def __init__(self, protocol: H2Protocol, stream_id: int, scope: Scope, expect_100_continue: bool) -> None:
+        self.stream_id = stream_id
+        self.protocol = protocol
+        handle = _StreamTransport(protocol, self)
+        super().__init__(
+            scope,
+            handle,
+            FlowControl(handle),
+            protocol.logger,
+            protocol.access_logger,
+            protocol.access_log,
+            protocol.on_response_complete,
+            True,
+            expect_100_continue,
+        )
+        self.pending = bytearray()
+        self.default_headers = protocol.server_state.default_headers
+        self.is_head = scope["method"] == "HEAD"
+
+    # HTTP/2 never closes the connection for one response: the shared cycle's "keep-alive off" (an app's
+    # "connection: close", an unread body after a final answer) has no meaning per stream.
+    @property
+    def keep_alive(self) -> bool:
+        return True
+
+    @keep_alive.setter
+    def keep_alive(self, value: bool) -> None:
+        pass
+
+    async def send(self, message: Message) -> None:
+        message_type = message["type"]
+        if not self.response_started:
+            if message_type == "http.response.early_hint":
+                if not self.disconnected:
+                    links = message.get("links", [])
+                    self.protocol.send_informational(self, 103, [(b"link", link) for link in links])
+                return
+            if message_type == "http.response.start" and message.get("trailers", False):
+                self._trailers_expected = True
+                # As Uvicorn: trailers go out only to a client that asked for them ("te: trailers").
+                self._send_trailers = any(
+                    name == b"te" and b"trailers" in value.lower() for name, value in self.scope["headers"]
+                )
+        elif self._trailers_expected and not self.disconnected and not self.response_complete:
+            if message_type == "http.response.body":
+                if self._body_done:
+                    raise RuntimeError("Expected ASGI message 'http.response.trailers', but got 'http.response.body'.")
+                if not message.get("more_body", False):
+                    # The response is not complete before its trailers: the shared cycle sees more to come.
+                    self._body_done = True
+                    await super().send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
+                    if self._length_left:
+                        raise RuntimeError("Response content shorter than Content-Length")
+                    return
+            elif message_type == "http.response.trailers" and self._body_done:
+                await self._send_trailer_message(message)
+                return
+        await super().send(message)
+
+    async def _send_trailer_message(self, message: Message) -> None:
+        trailers = self.trailers if self.trailers is not None else []
+        for name, value in message.get("headers", []):
+            lname = name.lower()
+            if lname.startswith(b":"):
+                raise RuntimeError("Pseudo headers are not allowed in HTTP response trailers")
+            if INVALID_HEADER_NAME.search(lname) or INVALID_HEADER_VALUE.search(value):
+                raise RuntimeError("Invalid HTTP header in response trailers.")
+            if lname in FORBIDDEN_HEADERS or lname == b"te":
+                continue
+            if self._send_trailers:
+                trailers.append((lname, value))
+        self.trailers = trailers or None
+        if not message.get("more_trailers", False):
+            await super().send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def receive(self) -> Message:
+        message = await super().receive()
+        if self.unacked:
+            # The app has the bytes: give the peer the window back.
+            size, self.unacked = self.unacked, 0
+            self.protocol.acknowledge(self.stream_id, size)
+        return message
+
+    # Framing hooks
+    def write_continue(self) -> None:
+        self.protocol.send_informational(self, 100, [])
+
+    def write_response_start(self, status: int, headers: Any) -> None:
+        head = [(b":status", b"%d" % status), *self.default_headers]
+        for name, value in headers:
+            if INVALID_HEADER_NAME.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if INVALID_HEADER_VALUE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            lname = name.lower()
+            if lname in FORBIDDEN_HEADERS:
+                continue
+            if lname == b"te" and value.lower().strip() != b"trailers":
+                continue
+            if lname == b"content-length":
+                self._length_left = int(value)
+            head.append((lname, value))
+        if status < 200 or status in _NO_CONTENT_STATUSES or self.is_head:
+            # RFC 9110 §6.4.1: no content; a HEAD response keeps the length a GET would have had.
+            self._body_allowed = False
+            self._length_left = None
+        self.head = head
+        self.protocol.schedule(self)
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        if self._body_allowed and body:
+            if self._length_left is not None:
+                self._length_left -= len(body)
+                if self._length_left < 0:
+                    raise RuntimeError("Response content longer than Content-Length")
+            self.pending += body
+        if not more_body:
+            if self._length_left and not self._trailers_expected:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.end_queued = True
+        if len(self.pending) > HIGH_WATER_LIMIT:
+            self.flow.pause_writing()
+        self.protocol.schedule(self)
+
+
+class H2Protocol(BaseHTTPProtocol):
+    """One HTTP/2 connection (RFC 9113) served through h2; created by the ``--http2`` negotiation."""
+
+    alpn_protocols: ClassVar[list[str]] = ["h2"]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self.streams: dict[int, H2Cycle] = {}
+        self._to_pump: list[H2Cycle] = []
+        self._flush_scheduled = False
+        # Streams above this id arrived after our shutdown GOAWAY and are refused (None: not shutting down).
+        self._goaway_last_stream: int | None = None
+
+    # Protocol interface
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self.server = get_local_addr(transport)
+        self.client = get_remote_addr(transport)
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._trace("HTTP/2 connection made")
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW_EXTRA)
+        self._flush()
+        self._arm_keepalive()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._trace("HTTP/2 connection lost")
+        for cycle in list(self.streams.values()):
+            self._forget(cycle)
+        self.flow.resume_writing()
+        self._unset_keepalive_if_required()
+        if exc is None and not self.transport.is_closing():
+            self.transport.close()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+        for cycle in self.streams.values():
+            self.schedule(cycle)
+
+    def data_received(self, data: bytes) -> None:
+        # Any frame counts as activity for the keep-alive timer (as Uvicorn: PINGs keep a connection).
+        self._keepalive_mark = -1
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.logger.warning("Invalid HTTP/2 frame received: %s", exc)
+            self._write(self.conn.data_to_send())  # h2 queued a GOAWAY naming the error
+            self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                self._on_data(event)
+            elif isinstance(event, h2.events.RequestReceived):
+                self._on_request(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                cycle = self.streams.get(event.stream_id)
+                if cycle is not None:
+                    cycle.more_body = False
+                    cycle.notify()
+            elif isinstance(event, h2.events.WindowUpdated):
+                if event.stream_id:
+                    window_cycle = self.streams.get(event.stream_id)
+                    if window_cycle is not None:
+                        self.schedule(window_cycle)
+                else:
+                    for cycle in self.streams.values():
+                        self.schedule(cycle)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                for cycle in self.streams.values():
+                    self.schedule(cycle)
+            elif isinstance(event, h2.events.StreamReset):
+                reset_cycle = self.streams.get(event.stream_id)
+                if reset_cycle is not None:
+                    self._forget(reset_cycle)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                # The peer's GOAWAY: h2 accepts no more frames from us, so nothing in flight can finish.
+                self._write(self.conn.data_to_send())
+                self.transport.close()
+                return
+            # PING and SETTINGS are acknowledged by h2; request trailers are not passed to ASGI apps.
+        self._flush()
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._goaway_last_stream is not None and stream_id > self._goaway_last_stream:
+            self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        method = path = authority = None
+        headers: list[tuple[bytes, bytes]] = []
+        expect_continue = False
+        has_host = False
+        for raw_name, raw_value in event.headers:
+            # header_encoding=None: h2 hands over bytes.
+            name = raw_name if isinstance(raw_name, bytes) else raw_name.encode("latin-1")
+            value = raw_value if isinstance(raw_value, bytes) else raw_value.encode("latin-1")
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"host":
+                has_host = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+            headers.append((name, value))
+        if authority is not None and not has_host:
+            # RFC 9113 §8.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
+            headers.insert(0, (b"host", authority))
+        if method is None or not path:
+            # CONNECT (no :path) cannot be expressed as an ASGI HTTP request.
+            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        try:
+            scope = self.build_scope(method, path, "2", headers)
+        except UnicodeDecodeError:
+            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        scope["extensions"] = {name: {} for name in EXTENSIONS}
+        cycle = H2Cycle(self, stream_id, scope, expect_continue)
+        self.streams[stream_id] = cycle
+        self._unset_keepalive_if_required()
+        self._run_cycle(cycle, self._select_app())
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        cycle = self.streams.get(event.stream_id)
+        if cycle is None or cycle.response_complete or cycle.disconnected:
+            # Nobody will read it: hand the window back at once.
+            self.acknowledge(event.stream_id, event.flow_controlled_length)
+            return
+        cycle.body += event.data
+        cycle.unacked += event.flow_controlled_length
+        cycle.notify()
+
+    # Called by cycles
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        if size and not self.transport.is_closing():
+            self.conn.acknowledge_received_data(size, stream_id)
+            self._flush_soon()
+
+    def send_informational(self, cycle: H2Cycle, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.streams.get(cycle.stream_id) is cycle and not self.transport.is_closing():
+            self.conn.send_headers(cycle.stream_id, [(b":status", b"%d" % status), *headers])
+            self._flush_soon()
+
+    def schedule(self, cycle: H2Cycle) -> None:
+        """Pump this stream's output at the next flush (once per loop iteration for all streams)."""
+        if not cycle.queued:
+            cycle.queued = True
+            self._to_pump.append(cycle)
+            self._flush_soon()
+
+    def abort_stream(self, cycle: H2Cycle) -> None:
+        """The app failed mid-response: reset its stream (INTERNAL_ERROR); the other streams go on."""
+        if cycle.end_queued or self.streams.get(cycle.stream_id) is not cycle:
+            return  # The response was complete; it is delivered as it was.
+        self._reset(cycle.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self._forget(cycle)
+        cycle.disconnected = True
+        self._flush_soon()
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+
+    # Output
+    def pump(self, cycle: H2Cycle) -> None:
+        """Hand the stream's head, body bytes (as far as the windows allow) and end to h2."""
+        cycle.queued = False
+        stream_id = cycle.stream_id
+        if self.streams.get(stream_id) is not cycle or self.transport.is_closing():
+            return
+        conn = self.conn
+        pending = cycle.pending
+        finished = False
+        try:
+            head = cycle.head
+            if head is not None:
+                cycle.head = None
+                finished = cycle.end_queued and not pending and cycle.trailers is None
+                conn.send_headers(stream_id, head, end_stream=finished)
+            while not finished and not self.flow.write_paused:
+                if pending:
+                    size = min(len(pending), conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+                    if size <= 0:
+                        break  # Wait for a WINDOW_UPDATE.
+                    if size == len(pending):
+                        chunk = bytes(pending)
+                        pending.clear()
+                    else:
+                        chunk = bytes(pending[:size])
+                        del pending[:size]
+                    finished = not pending and cycle.end_queued and cycle.trailers is None
+                    conn.send_data(stream_id, chunk, end_stream=finished)
+                elif cycle.end_queued:
+                    if cycle.trailers is not None:
+                        conn.send_headers(stream_id, cycle.trailers, end_stream=True)
+                    else:
+                        conn.end_stream(stream_id)
+                    finished = True
+                else:
+                    break
+        except h2.exceptions.StreamClosedError:
+            finished = True  # The peer reset it; its StreamReset event says so.
+        if finished:
+            self._forget(cycle)
+        elif cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
+            cycle.flow.resume_writing()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._to_pump:
+            cycles, self._to_pump = self._to_pump, []
+            for cycle in cycles:
+                self.pump(cycle)
+        self._write(self.conn.data_to_send())
+
+    def _write(self, data: bytes) -> None:
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _reset(self, stream_id: int, error_code: h2.errors.ErrorCodes) -> None:
+        try:
+            self.conn.reset_stream(stream_id, error_code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def _forget(self, cycle: H2Cycle) -> None:
+        """The stream is over for us (sent, reset or the connection is gone): wake its app, drop it."""
+        if self.streams.pop(cycle.stream_id, None) is None:
+            return
+        if not cycle.response_complete:
+            cycle.disconnected = True
+        cycle.pending.clear()
+        cycle.notify()
+        cycle.flow.resume_writing()
+        if not self.streams and not self.transport.is_closing():
+            if self.draining:
+                self._close()
+            else:
+                self._arm_keepalive()
+
+    # Shutdown and timers
+    def shutdown(self) -> None:
+        """Graceful shutdown: GOAWAY at once, finish the open streams, then close (RFC 9113 §6.8).
+
+        h2 accepts nothing from us after its own GOAWAY, so the first one is written here by hand, naming
+        the last stream we will serve; later streams are refused (REFUSED_STREAM, safe for clients to
+        retry elsewhere). The connection closes when its last stream is done.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        if not self.streams:
+            self._close()
+            return
+        self._goaway_last_stream = self.conn.highest_inbound_stream_id
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._goaway_last_stream
+        frame.error_code = 0
+        self._flush()
+        self._write(frame.serialize())
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self.streams:
+            self.timeout_keep_alive_task = None  # Busy: the last stream's end arms it again.
+            return
+        super().timeout_keep_alive_handler()
+
+    def _close(self) -> None:
+        if self.transport.is_closing():
+            return
+        self._flush()
+        try:
+            self.conn.close_connection()
+        except h2.exceptions.ProtocolError:
+            pass
+        self._write(self.conn.data_to_send())
+        self.transport.close()
+
+    def _waiting_for_head(self) -> bool:
+        return False
+
+    def _send_error(self, status: int, reason: str, log: bool = True) -> None:
+        self._close()
+
+
+__all__ = ["H2Cycle", "H2Protocol"]
