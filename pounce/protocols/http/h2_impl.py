@@ -402,6 +402,9 @@ class H2Protocol(BaseHTTPProtocol):
             head = cycle.head
             if head is not None:
                 cycle.head = None
+                if cycle.end_queued and cycle._length_left is None and cycle._body_allowed:
+                    # The whole body is known: say how long it is (clients show progress, preallocate).
+                    head.append((b"content-length", b"%d" % len(pending)))
                 finished = cycle.end_queued and not pending and cycle.trailers is None
                 conn.send_headers(stream_id, head, end_stream=finished)
             while not finished and not self.flow.write_paused:
