@@ -328,6 +328,30 @@ def test_send_waits_for_the_peer_window(h2client: Callable[..., H2Client]) -> No
         assert len(sent) == 20
 
 
+def test_unread_request_bodies_do_not_use_up_the_connection_window() -> None:
+    async def ignore_body(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ignored"})
+
+    body = b"x" * 60_000
+    with run_server(make_app(ignore_body), http2=True) as running, h2c() as client:
+        # 12 MB over one connection: far more than its receive window unless unread bytes are given back.
+        for _ in range(200):
+            assert client.post(running.url, content=body).text == "ignored"
+
+
+def test_expect_100_continue(h2client: Callable[..., H2Client]) -> None:
+    with run_server(echo_info, http2=True) as running:
+        client = h2client(running)
+        stream_id = client.request(b"POST", headers=[(b"expect", b"100-continue")], end=False)
+        client.read(lambda: bool(client.of(h2.events.InformationalResponseReceived, stream_id)))
+        assert dict(client.of(h2.events.InformationalResponseReceived, stream_id)[0].headers)[b":status"] == b"100"
+        client.conn.send_data(stream_id, b"payload", end_stream=True)
+        client.flush()
+        status, _, body = client.response(stream_id)
+        assert (status, body) == (200, b"2 http / 7 " + hashlib.sha256(b"payload").hexdigest().encode())
+
+
 def test_streaming_response_arrives_in_order() -> None:
     async def stream(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

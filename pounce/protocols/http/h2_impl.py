@@ -361,7 +361,10 @@ class H2Protocol(BaseHTTPProtocol):
     # Called by cycles
     def acknowledge(self, stream_id: int, size: int) -> None:
         if size and not self.transport.is_closing():
-            self.conn.acknowledge_received_data(size, stream_id)
+            try:
+                self.conn.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.ProtocolError:
+                return  # The connection is closing (a GOAWAY went either way): no window to give back.
             self._flush_soon()
 
     def send_informational(self, cycle: H2Cycle, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -430,6 +433,11 @@ class H2Protocol(BaseHTTPProtocol):
                     break
         except h2.exceptions.StreamClosedError:
             finished = True  # The peer reset it; its StreamReset event says so.
+        except h2.exceptions.ProtocolError as exc:
+            # Something in the response h2 will not send (our own checks should have caught it first).
+            self.logger.error("Invalid HTTP/2 response: %s", exc)
+            self._reset(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            finished = True
         if finished:
             self._forget(cycle)
         elif cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
@@ -455,8 +463,8 @@ class H2Protocol(BaseHTTPProtocol):
     def _reset(self, stream_id: int, error_code: h2.errors.ErrorCodes) -> None:
         try:
             self.conn.reset_stream(stream_id, error_code)
-        except h2.exceptions.StreamClosedError:
-            pass
+        except h2.exceptions.ProtocolError:
+            pass  # Already closed: nothing to reset.
 
     def _forget(self, cycle: H2Cycle) -> None:
         """The stream is over for us (sent, reset or the connection is gone): wake its app, drop it."""
@@ -464,6 +472,10 @@ class H2Protocol(BaseHTTPProtocol):
             return
         if not cycle.response_complete:
             cycle.disconnected = True
+        if cycle.unacked:
+            # Body the app never read still holds connection window: give it back.
+            size, cycle.unacked = cycle.unacked, 0
+            self.acknowledge(cycle.stream_id, size)
         cycle.pending.clear()
         cycle.notify()
         cycle.flow.resume_writing()
