@@ -311,20 +311,20 @@ def test_send_waits_for_the_peer_window(h2client: Callable[..., H2Client]) -> No
             pytest.fail("the app's send never waited for the client's window")
         # One window (64 KiB) on the wire, at most one more than the bound (64 KiB) buffered.
         assert len(sent) <= 3
-        received = 0
+        acknowledged = 0
 
         def done() -> bool:
-            nonlocal received
-            for event in client.of(h2.events.DataReceived, stream_id):
-                if not getattr(event, "_acked", False):
-                    event._acked = True  # type: ignore[attr-defined]
-                    received += len(event.data)
-                    client.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            # Read like a client that consumes what arrives: give every DATA frame's window back.
+            nonlocal acknowledged
+            frames = client.of(h2.events.DataReceived, stream_id)
+            for event in frames[acknowledged:]:
+                client.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            acknowledged = len(frames)
             client.flush()
             return client.ended(stream_id)
 
         client.read(done)
-        assert received == 20 * len(chunk)
+        assert sum(len(e.data) for e in client.of(h2.events.DataReceived, stream_id)) == 20 * len(chunk)
         assert len(sent) == 20
 
 
@@ -533,6 +533,18 @@ def test_limit_concurrency_answers_503() -> None:
         response = client.get(running.url)
         assert (response.status_code, response.text) == (503, "Service Unavailable")
         assert "connection" not in response.headers
+
+
+def test_client_goaway_closes_the_connection(h2client: Callable[..., H2Client]) -> None:
+    with run_server(echo_info, http2=True) as running:
+        client = h2client(running)
+        assert client.response(client.request())[0] == 200
+        client.conn.close_connection()
+        client.flush()
+        client.read(lambda: client.closed)
+        assert not running.server.server_state.connections or all(
+            c.transport.is_closing() for c in running.server.server_state.connections
+        )
 
 
 def test_invalid_frames_close_the_connection() -> None:
