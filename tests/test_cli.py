@@ -51,7 +51,6 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--http2"], "HTTP/2 is not available"),
         (["--uds", "/tmp/x.sock", "--fd", "3"], "--uds and --fd"),
         (["--header", "no-colon"], "Name:Value"),
         (["--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),

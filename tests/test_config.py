@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import pounce
-from pounce.config import Config, ConfigError, ServerConfig
+from pounce.config import Config, ServerConfig
 from pounce.protocols.http.fast_impl import FastHTTPProtocol
 from pounce.protocols.http.h11_impl import H11Protocol
 from tests.apps.basic import hello
@@ -62,9 +62,16 @@ def test_websockets_name_maps_to_wsproto() -> None:
     assert config.ws_protocol_class.__module__ == "pounce.protocols.websockets.wsproto_impl"
 
 
-def test_http2_is_refused_clearly() -> None:
-    with pytest.raises(ConfigError, match="HTTP/2 is not available"):
-        Config(app=hello, http2=True).load()
+def test_http2_serves_http1_and_http2_on_one_protocol() -> None:
+    from pounce.protocols.http.negotiate import FastOrH2Protocol, H11OrH2Protocol
+
+    config = Config(app=hello, http2=True)
+    config.load()
+    assert config.server_config.http_protocol_class is FastOrH2Protocol
+    assert FastOrH2Protocol.alpn_protocols == ["h2", "http/1.1"]
+    config = Config(app=hello, http2=True, http="h11")
+    config.load()
+    assert config.server_config.http_protocol_class is H11OrH2Protocol
 
 
 def test_server_header_can_be_replaced_or_dropped() -> None:
