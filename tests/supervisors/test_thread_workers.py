@@ -52,7 +52,10 @@ def test_requests_are_spread_over_more_than_one_thread(tmp_path: Path) -> None:
     with serve("--workers", "4", *THREAD, tmp_path=tmp_path, python=PYTHON) as server:
         served_by = threads_serving(server.port, clients=8)
         assert len({who.split()[0] for who in served_by}) == 1, "thread workers run in one process"
-        assert len(served_by) > 1, served_by
+        if FREE_THREADED:
+            # With the GIL, the thread holding it can accept a whole burst of connections before the
+            # others get to run (CI saw all 8 on one thread); spreading is a free-threaded property.
+            assert len(served_by) > 1, served_by
 
 
 def test_lifespan_runs_once_per_worker_in_its_own_loop(tmp_path: Path) -> None:
