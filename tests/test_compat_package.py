@@ -96,8 +96,10 @@ def test_patching_a_uvicorn_module_reaches_pounce() -> None:
         uvicorn.config.LOGGING_CONFIG["loggers"]["uvicorn"]["propagate"] = True
         assert pounce.config.LOGGING_CONFIG["loggers"]["uvicorn"]["propagate"] is True
         from unittest import mock
-        import sys
-        with mock.patch("uvicorn.main.run") as fake:
+        import importlib, sys
+        # patch.object on the module: on Python 3.10, mock.patch("uvicorn.main.run") resolves
+        # "uvicorn.main" as the package attribute `main` (the CLI command), with real Uvicorn too.
+        with mock.patch.object(importlib.import_module("uvicorn.main"), "run") as fake:
             assert sys.modules["pounce.main"].run is fake
         assert sys.modules["pounce.main"].run is not fake
         """
