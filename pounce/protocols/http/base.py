@@ -102,14 +102,18 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._attach(transport)
+        self._trace("HTTP connection made")
+        self._arm_header_timer()
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        """What every HTTP protocol does with a new connection: register it and learn its addresses."""
         self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport)
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
-        self._trace("HTTP connection made")
-        self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)

@@ -35,7 +35,6 @@ from pounce.config import Config
 from pounce.protocols.http.base import BaseHTTPProtocol
 from pounce.protocols.http.cycle import INVALID_HEADER_NAME, INVALID_HEADER_VALUE, RequestResponseCycle
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
-from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from pounce.server import ServerState
 
 # RFC 9113 §8.2.2: connection-specific fields are not allowed in HTTP/2. Apps written for HTTP/1.1 send
@@ -234,12 +233,7 @@ class H2Protocol(BaseHTTPProtocol):
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-        self.flow = FlowControl(self.transport)
-        self.server = get_local_addr(transport)
-        self.client = get_remote_addr(transport)
-        self.scheme = "https" if is_ssl(transport) else "http"
+        self._attach(transport)
         self._trace("HTTP/2 connection made")
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW_EXTRA)

@@ -8,7 +8,6 @@ decompression at the message size limit so a small compressed frame cannot infla
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any
