@@ -638,16 +638,14 @@ class WSProtocol(asyncio.Protocol):
     def _flush(self) -> None:
         outbox = self.outbox
         if outbox:
-            size, self.outbox_size = self.outbox_size, 0
+            self.outbox_size = 0
             if self.transport.is_closing():
                 outbox.clear()
             elif len(outbox) == 1:
                 self.transport.write(outbox.pop())
-            elif size >= _FLUSH_AT:
-                # Large frames: writelines() lets the transport avoid joining them (sendmsg, 3.12+).
-                self.transport.writelines(outbox)
-                outbox.clear()
             else:
+                # One write(), not writelines(): on some Pythons (3.12.1 here) writelines() lets a slow
+                # reader's data pile up without pausing the protocol, so back-pressure would be lost.
                 self.transport.write(b"".join(outbox))
                 outbox.clear()
 
