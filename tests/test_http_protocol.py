@@ -634,3 +634,22 @@ def test_unsupported_upgrade_is_served_as_http(http: str, ws: str) -> None:
     assert messages.count("Unsupported upgrade request.") == 1
     no_library = [m for m in messages if m.startswith("No supported WebSocket library detected.")]
     assert len(no_library) == (1 if ws == "none" else 0)
+
+
+@pytest.mark.parametrize("http", ["auto", "h11"])
+def test_repeated_and_changing_response_headers(http: str) -> None:
+    # The fast path remembers encoded header lines; a changed value must never come from that memory,
+    # and an invalid header must be rejected even after valid ones were remembered.
+    async def varying(scope: Any, receive: Any, send: Any) -> None:
+        value = scope["query_string"] or b"none"
+        name = b"bad header" if value == b"bad" else b"x-value"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), (name, value)]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with run_server(varying, http=http) as server, httpx.Client(base_url=server.url) as client:
+        for value in ["a", "b", "a", "b"]:
+            response = client.get("/?" + value)
+            assert response.headers["x-value"] == value
+            assert response.headers["content-type"] == "text/plain"
+        with pytest.raises(httpx.HTTPError):
+            client.get("/?bad")

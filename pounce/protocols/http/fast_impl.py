@@ -31,6 +31,12 @@ from pounce.protocols.http.parser import (
 from pounce.server import ServerState
 
 _NO_BODY_STATUSES = frozenset((204, 304))
+# Response header lines already validated and encoded, by (name, value): apps send the same few
+# headers (content-type, cache-control, ...) over and over. Framing headers (content-length,
+# transfer-encoding, connection) are never cached; they change how the response is sent. Bounded:
+# once full it stops growing, and what varies per response simply misses.
+_HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_HEADER_LINES_MAX = 512
 
 
 class FastCycle(RequestResponseCycle):
@@ -75,7 +81,13 @@ class FastCycle(RequestResponseCycle):
     def write_response_start(self, status: int, headers: Any) -> None:
         parts = [STATUS_LINE[status], self.default_headers]
         close_sent = False
-        for name, value in headers:
+        lines = _HEADER_LINES
+        for header in headers:
+            line = lines.get(header) if type(header) is tuple else None
+            if line is not None:
+                parts.append(line)
+                continue
+            name, value = header
             if INVALID_HEADER_NAME.search(name):
                 raise RuntimeError("Invalid HTTP header name.")
             if INVALID_HEADER_VALUE.search(value):
@@ -90,6 +102,12 @@ class FastCycle(RequestResponseCycle):
             elif lname == b"connection" and b"close" in [t.strip(b" \t") for t in value.lower().split(b",")]:
                 self.keep_alive = False
                 close_sent = True
+            else:
+                line = b"%s: %s\r\n" % (name, value)
+                if len(lines) < _HEADER_LINES_MAX and type(header) is tuple:
+                    lines[header] = line
+                parts.append(line)
+                continue
             parts.append(b"%s: %s\r\n" % (name, value))
         if not self.keep_alive and not close_sent:
             parts.append(b"connection: close\r\n")
@@ -221,7 +239,8 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._arm_header_timer()
                 return
             head, body_start = parsed
-            self._cancel_header_timer()
+            if self._header_timer is not None:
+                self._cancel_header_timer()
             raw_head = bytes(buf[:body_start]) if head.upgrade is not None else b""
             del buf[:body_start]
 
@@ -251,7 +270,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._body_reader = ContentLengthReader(head.content_length)
             else:
                 cycle.more_body = False
-            self._run_cycle(cycle, app, eager=self.eager_tasks)
+            self._run_cycle(cycle, app, self.eager_tasks)
             if self._body_reader is not None and buf:
                 self._feed_body()
 
