@@ -206,6 +206,16 @@ def package_versions(python: str, names: Iterable[str]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- machine / CPUs
 
+def parse_only(parser: Any, value: str, known: Sequence[str]) -> list[str]:
+    """The server names given to ``--only`` (comma-separated); a usage error for unknown or none."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        parser.error(f"--only: unknown server(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(known)}")
+    return names
+
+
 def machine_info() -> dict[str, Any]:
     model = ""
     try:

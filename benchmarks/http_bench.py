@@ -71,11 +71,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
 def main(argv: Sequence[str] | None = None) -> int:
     args, parser = parse_args(argv)
     if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ALL_SERVERS]
-        if unknown or not names:
-            parser.error(f"--only: unknown server(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(ALL_SERVERS)}")
+        names = h.parse_only(parser, args.only, ALL_SERVERS)
     else:
         names = [POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST]
         names += [HYPERCORN] if args.hypercorn else []

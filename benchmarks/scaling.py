@@ -66,11 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = list(ALL_SERVERS)
     if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ALL_SERVERS]
-        if unknown or not names:
-            parser.error(f"--only: unknown server(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(ALL_SERVERS)}")
+        names = h.parse_only(parser, args.only, ALL_SERVERS)
     try:
         cpus = h.CpuPlan.from_args(args.cpus_server, args.cpus_load, server_share="half")
     except h.BenchError as exc:

@@ -495,11 +495,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
 def main(argv: Sequence[str] | None = None) -> int:
     args, parser = parse_args(argv)
     if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ALL_SERVERS]
-        if unknown or not names:
-            parser.error(f"--only: unknown server(s) {', '.join(unknown) or '(none)'}; choose from "
-                         f"{', '.join(ALL_SERVERS)}")
+        names = h.parse_only(parser, args.only, ALL_SERVERS)
     else:
         names = [POUNCE, UVICORN_WSPROTO, UVICORN_WEBSOCKETS]
         names += [UVICORN_WSPROTO_UVLOOP, UVICORN_WEBSOCKETS_UVLOOP] if args.uvloop else []
