@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness as h  # noqa: E402
+from benchmarks.apps import _lifespan as lifespan  # noqa: E402
 
 ECHO_APP = "benchmarks.ws_bench:echo_app"
 HTTP_BODY = b"websocket echo\n"
@@ -83,13 +84,7 @@ async def echo_app(scope: Scope, receive: Callable[[], Awaitable[Message]],
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(HTTP_BODY))]})
         await send({"type": "http.response.body", "body": HTTP_BODY})
     elif scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
 
 
 # --------------------------------------------------------------------------- the client
