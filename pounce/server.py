@@ -57,6 +57,9 @@ class ServerState:
         self.default_headers: list[tuple[bytes, bytes]] = []
         # The same headers as one pre-encoded block ("name: value\r\n"...), for the fast path.
         self.default_headers_raw: bytes = b""
+        # Fast-path responses whose head waits for its first body message; flushed together once per
+        # loop iteration (see protocols/http/fast_impl.py).
+        self.pending_heads: list[Any] = []
 
 
 class Server:

@@ -201,7 +201,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         self.max_head = max(cfg.max_header_size, 96 * 1024)
         self._buffer = bytearray()
         self._handling = False
-        self.pending_heads: list[FastCycle] = server_state.__dict__.setdefault("pending_heads", [])
+        self.pending_heads: list[FastCycle] = server_state.pending_heads
         self._body_reader: ContentLengthReader | ChunkedReader | None = None
         self.cycle: FastCycle | None = None
 
