@@ -634,7 +634,9 @@ class Config:
             timeout_worker_healthcheck=self.timeout_worker_healthcheck,
             h11_max_incomplete_event_size=self.h11_max_incomplete_event_size,
             max_request_line_size=8 * 1024,
-            max_header_size=self.h11_max_incomplete_event_size or 64 * 1024,
+            # Our parser reads whole heads, so this only bounds memory: llhttp-sized (96 KiB) unless the
+            # h11 setting asks for more.
+            max_header_size=max(self.h11_max_incomplete_event_size or 0, 96 * 1024),
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,
             ws_ping_interval=self.ws_ping_interval,

@@ -197,8 +197,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         super().__init__(config, server_state, app_state, _loop)
         cfg = self.config.server_config
         self.max_line = cfg.max_request_line_size
-        # Our parser reads whole heads, so the limit only bounds memory; llhttp-sized by default.
-        self.max_head = max(cfg.max_header_size, 96 * 1024)
+        self.max_head = cfg.max_header_size
         self._buffer = bytearray()
         self._handling = False
         self.pending_heads: list[FastCycle] = server_state.pending_heads
