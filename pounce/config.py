@@ -165,6 +165,14 @@ class ServerConfig:
     ws_ping_interval: float | None
     ws_ping_timeout: float | None
     ws_per_message_deflate: bool
+    # Resource bounds (see README "Resource model"); every protocol reads them from here.
+    limit_request_body: int | None
+    limit_request_fields: int
+    timeout_request_body: float
+    timeout_write: float
+    h2_max_concurrent_streams: int
+    h2_max_reset_rate: int
+    h2_max_control_frame_rate: int
     workers: int
     worker_mode: str
     reset_contextvars: bool
@@ -290,6 +298,13 @@ class Config:
         reset_contextvars: bool = False,
         worker_mode: WorkerModeType | str = "auto",
         timeout_request_header: float = 10.0,
+        timeout_request_body: float = 30.0,
+        timeout_write: float = 60.0,
+        limit_request_body: int | None = None,
+        limit_request_fields: int = 100,
+        h2_max_concurrent_streams: int = 100,
+        h2_max_reset_rate: int = 100,
+        h2_max_control_frame_rate: int = 500,
     ):
         self.app = app
         self.host = host
@@ -327,6 +342,13 @@ class Config:
         self.timeout_graceful_shutdown = timeout_graceful_shutdown
         self.timeout_worker_healthcheck = timeout_worker_healthcheck
         self.timeout_request_header = timeout_request_header
+        self.timeout_request_body = timeout_request_body
+        self.timeout_write = timeout_write
+        self.limit_request_body = limit_request_body
+        self.limit_request_fields = limit_request_fields
+        self.h2_max_concurrent_streams = h2_max_concurrent_streams
+        self.h2_max_reset_rate = h2_max_reset_rate
+        self.h2_max_control_frame_rate = h2_max_control_frame_rate
         self.callback_notify = callback_notify
         self.ssl_keyfile = ssl_keyfile
         self.ssl_certfile = ssl_certfile
@@ -642,6 +664,13 @@ class Config:
             ws_ping_interval=self.ws_ping_interval,
             ws_ping_timeout=self.ws_ping_timeout,
             ws_per_message_deflate=self.ws_per_message_deflate,
+            limit_request_body=self.limit_request_body,
+            limit_request_fields=self.limit_request_fields,
+            timeout_request_body=self.timeout_request_body,
+            timeout_write=self.timeout_write,
+            h2_max_concurrent_streams=self.h2_max_concurrent_streams,
+            h2_max_reset_rate=self.h2_max_reset_rate,
+            h2_max_control_frame_rate=self.h2_max_control_frame_rate,
             workers=self.workers,
             worker_mode=str(self.worker_mode),
             reset_contextvars=self.reset_contextvars,

@@ -266,6 +266,56 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     show_default=True,
 )
 @click.option(
+    "--timeout-request-body",
+    type=float,
+    default=30.0,
+    help="Close connections whose request body makes no progress (64 KiB, or its end) within this many seconds.",
+    show_default=True,
+)
+@click.option(
+    "--timeout-write",
+    type=float,
+    default=60.0,
+    help="Close connections whose client accepts no response bytes for this many seconds while output waits.",
+    show_default=True,
+)
+@click.option(
+    "--limit-request-body",
+    type=int,
+    default=None,
+    help="Maximum size of a request body in bytes; larger bodies get a 413. Unlimited by default.",
+)
+@click.option(
+    "--limit-request-fields",
+    type=int,
+    default=100,
+    help="Maximum number of header fields in a request; more get a 431.",
+    show_default=True,
+)
+@click.option(
+    "--h2-max-concurrent-streams",
+    type=int,
+    default=100,
+    help="HTTP/2: streams (and app tasks) one connection may have running at once.",
+    show_default=True,
+)
+@click.option(
+    "--h2-max-reset-rate",
+    type=int,
+    default=100,
+    help="HTTP/2: stream resets per second a client may cause before the connection gets GOAWAY "
+    "ENHANCE_YOUR_CALM.",
+    show_default=True,
+)
+@click.option(
+    "--h2-max-control-frame-rate",
+    type=int,
+    default=500,
+    help="HTTP/2: PING, SETTINGS, PRIORITY and empty frames per second a client may send before GOAWAY "
+    "ENHANCE_YOUR_CALM.",
+    show_default=True,
+)
+@click.option(
     "--timeout-graceful-shutdown",
     type=int,
     default=None,
@@ -380,10 +430,24 @@ def _check_combinations(options: dict[str, Any]) -> None:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile.")
     if options["workers"] is not None and options["workers"] < 1:
         raise click.BadParameter("must be at least 1.", param_hint="'--workers'")
-    for name in ("limit_concurrency", "limit_max_requests", "backlog", "ws_max_size", "ws_max_queue"):
+    for name in (
+        "limit_concurrency",
+        "limit_max_requests",
+        "backlog",
+        "ws_max_size",
+        "ws_max_queue",
+        "limit_request_body",
+        "limit_request_fields",
+        "h2_max_concurrent_streams",
+        "h2_max_reset_rate",
+        "h2_max_control_frame_rate",
+    ):
         value = options[name]
         if value is not None and value < 1:
             raise click.BadParameter("must be at least 1.", param_hint=f"'--{name.replace('_', '-')}'")
+    for name in ("timeout_request_body", "timeout_write"):
+        if options[name] <= 0:
+            raise click.BadParameter("must be more than 0.", param_hint=f"'--{name.replace('_', '-')}'")
 
 
 def _envvars(command: click.Command) -> None:
@@ -452,6 +516,13 @@ def run(
     reset_contextvars: bool = False,
     worker_mode: WorkerModeType | str = "auto",
     timeout_request_header: float = 10.0,
+    timeout_request_body: float = 30.0,
+    timeout_write: float = 60.0,
+    limit_request_body: int | None = None,
+    limit_request_fields: int = 100,
+    h2_max_concurrent_streams: int = 100,
+    h2_max_reset_rate: int = 100,
+    h2_max_control_frame_rate: int = 500,
 ) -> None:
     if app_dir is not None:
         sys.path.insert(0, app_dir)
@@ -510,6 +581,13 @@ def run(
         reset_contextvars=reset_contextvars,
         worker_mode=worker_mode,
         timeout_request_header=timeout_request_header,
+        timeout_request_body=timeout_request_body,
+        timeout_write=timeout_write,
+        limit_request_body=limit_request_body,
+        limit_request_fields=limit_request_fields,
+        h2_max_concurrent_streams=h2_max_concurrent_streams,
+        h2_max_reset_rate=h2_max_reset_rate,
+        h2_max_control_frame_rate=h2_max_control_frame_rate,
     )
 
     # Threads share the app object; a reloader or worker processes must import it themselves.

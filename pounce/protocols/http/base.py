@@ -110,7 +110,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         """What every HTTP protocol does with a new connection: register it and learn its addresses."""
         self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
-        self.flow = FlowControl(self.transport)
+        self.flow = FlowControl(self.transport, self.config.server_config.timeout_write)
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"

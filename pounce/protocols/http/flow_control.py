@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 from pounce._types import ASGIReceiveCallable, ASGISendCallable, Scope
 
@@ -11,14 +13,31 @@ CLOSE_HEADER = (b"connection", b"close")
 # Buffered request body above which we stop reading from the socket until the app consumes it.
 HIGH_WATER_LIMIT = 65536
 
+logger = logging.getLogger("uvicorn.error")
+
 
 class FlowControl:
-    def __init__(self, transport: asyncio.Transport) -> None:
+    """Read pausing, write waiting, and the write-stall deadline (``--timeout-write``).
+
+    While the transport says its write buffer is full, the peer is not reading. If that lasts
+    ``write_timeout`` seconds, ``on_stall`` runs (by default the transport is aborted): a client that
+    stops reading must not hold a connection, its buffers and an app task forever.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        write_timeout: float | None = None,
+        on_stall: Callable[[], None] | None = None,
+    ) -> None:
         self._transport = transport
         self.read_paused = False
         self.write_paused = False
         self._is_writable_event = asyncio.Event()
         self._is_writable_event.set()
+        self.write_timeout = write_timeout
+        self._on_stall = on_stall
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     async def drain(self) -> None:
         await self._is_writable_event.wait()
@@ -37,11 +56,29 @@ class FlowControl:
         if not self.write_paused:
             self.write_paused = True
             self._is_writable_event.clear()
+            if self.write_timeout is not None and self._stall_timer is None:
+                loop = asyncio.get_running_loop()
+                self._stall_timer = loop.call_later(self.write_timeout, self._stalled)
 
     def resume_writing(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self.write_paused:
             self.write_paused = False
             self._is_writable_event.set()
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if not self.write_paused:
+            return
+        logger.info("Client accepted no data for %s seconds; closing the connection.", self.write_timeout)
+        if self._on_stall is not None:
+            self._on_stall()
+        else:
+            self._transport.abort()
+        # Whoever waits to write must learn the connection is gone (abort reports it on the next turn).
+        self.resume_writing()
 
 
 async def service_unavailable(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
