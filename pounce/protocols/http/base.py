@@ -70,6 +70,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.asgi_version = cfg.asgi_version
         self.timeout_keep_alive = cfg.timeout_keep_alive
         self.timeout_request_header = cfg.timeout_request_header
+        self.timeout_request_body = cfg.timeout_request_body
         self.reset_contextvars = cfg.reset_contextvars
         # Eager request tasks need Python 3.12+ and a real event loop (not a test double).
         self.eager_tasks = sys.version_info >= (3, 12) and isinstance(self.loop, asyncio.AbstractEventLoop)
@@ -239,6 +240,12 @@ class BaseHTTPProtocol(asyncio.Protocol):
         cycle.tasks = self.tasks
         if not cycle.finished:
             self.tasks.add(task)
+
+    def request_body_timeout(self) -> None:
+        """The app waited ``--timeout-request-body`` for body bytes that did not come: 408, then close."""
+        client = "%s:%d" % self.client if self.client else "client"
+        self.logger.warning("Request body not received in time from %s.", client)
+        self._send_error(408, "Request body not received in time.", log=False)
 
     def _unsupported_upgrade(self, upgrade: bytes) -> bool:
         """An Upgrade we will not perform: warn, and the app gets the request as plain HTTP (as Uvicorn).

@@ -32,6 +32,9 @@ def _status_line(status_code: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status_code, phrase)
 
 
+# How much request body counts as progress for the body deadline (one flow-control window's worth).
+BODY_PROGRESS = 65536
+
 STATUS_LINE = {status_code: _status_line(status_code) for status_code in range(100, 600)}
 
 
@@ -59,6 +62,14 @@ class RequestResponseCycle:
     finished = False
     # Wakes receive(); created only when receive() has to wait (most requests never do).
     _wakeup: asyncio.Event | None = None
+    # Request-body deadline (``--timeout-request-body``): the body must progress by BODY_PROGRESS bytes,
+    # or end, within every ``body_timeout`` seconds while the app waits for it. Armed only on a wait.
+    body_timeout: float | None = None
+    # What the protocol does when the deadline passes (answer 408 and close, reset a stream, ...).
+    on_body_timeout: Callable[[], None] | None = None
+    _body_deadline = 0.0
+    _body_progress = 0
+    _body_timed_out = False
 
     def __init__(
         self,
@@ -192,13 +203,21 @@ class RequestResponseCycle:
             if not self.body and (self.more_body or self._final_body_delivered):
                 if self._wakeup is None:
                     self._wakeup = asyncio.Event()
-                await self._wakeup.wait()
+                if self.more_body and self.body_timeout is not None:
+                    await self._wait_for_body(self._wakeup)
+                else:
+                    await self._wakeup.wait()
                 self._wakeup.clear()
 
         if self.disconnected or self.response_complete or self._final_body_delivered:
             return {"type": "http.disconnect"}
 
         message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        if self.body_timeout is not None:
+            self._body_progress += len(self.body)
+            if self._body_progress >= BODY_PROGRESS:
+                self._body_progress = 0
+                self._body_deadline = 0.0  # re-armed, a full period, at the next wait
         self.body = bytearray()
         # What woke us has been handed over; the next wait must be for something new.
         if self._wakeup is not None:
@@ -206,6 +225,29 @@ class RequestResponseCycle:
         if not self.more_body:
             self._final_body_delivered = True
         return message
+
+    async def _wait_for_body(self, wakeup: asyncio.Event) -> None:
+        """Wait for body bytes, no longer than the body deadline allows; past it, ``on_body_timeout``."""
+        assert self.body_timeout is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._body_deadline:
+            self._body_deadline = now + self.body_timeout
+        timer = loop.call_at(self._body_deadline, self._body_deadline_passed)
+        try:
+            await wakeup.wait()
+        finally:
+            timer.cancel()
+        if self._body_timed_out and not self.disconnected and not self.response_complete:
+            if self.on_body_timeout is not None:
+                self.on_body_timeout()
+            else:
+                self.transport.close()
+            self.disconnected = True
+
+    def _body_deadline_passed(self) -> None:
+        self._body_timed_out = True
+        self.notify()
 
     def notify(self) -> None:
         """Wake a waiting ``receive()``: body bytes arrived, the body ended or the client left."""

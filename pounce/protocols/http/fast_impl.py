@@ -74,6 +74,8 @@ class FastCycle(RequestResponseCycle):
         self.default_headers = protocol.server_state.default_headers_raw
         self.is_head = method == b"HEAD"
         self.http10 = http_version == "1.0"
+        self.body_timeout = protocol.timeout_request_body
+        self.on_body_timeout = protocol.request_body_timeout
 
     def write_continue(self) -> None:
         self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

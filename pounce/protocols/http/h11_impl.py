@@ -150,6 +150,8 @@ class H11Protocol(BaseHTTPProtocol):
                     conn=self.conn,
                     default_headers=self.server_state.default_headers,
                 )
+                self.cycle.body_timeout = self.timeout_request_body
+                self.cycle.on_body_timeout = self.request_body_timeout
                 self._run_cycle(self.cycle, app)
 
             elif isinstance(event, h11.Data):
