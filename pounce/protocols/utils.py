@@ -57,7 +57,9 @@ def get_client_addr(scope: Scope) -> str:
 
 
 def get_path_with_query_string(scope: Scope) -> str:
+    # The query is ASCII on HTTP/1.1 (the parser rejects anything else) but HTTP/2 carries any byte:
+    # show a stray one escaped rather than fail the request over its log line.
     path_with_query_string = urllib.parse.quote(scope["path"])
     if scope["query_string"]:
-        path_with_query_string = "{}?{}".format(path_with_query_string, scope["query_string"].decode("ascii"))
+        path_with_query_string = "{}?{}".format(path_with_query_string, scope["query_string"].decode("ascii", "backslashreplace"))
     return path_with_query_string

@@ -71,6 +71,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.timeout_keep_alive = cfg.timeout_keep_alive
         self.timeout_request_header = cfg.timeout_request_header
         self.timeout_request_body = cfg.timeout_request_body
+        self.limit_request_body = cfg.limit_request_body
         self.reset_contextvars = cfg.reset_contextvars
         # Eager request tasks need Python 3.12+ and a real event loop (not a test double).
         self.eager_tasks = sys.version_info >= (3, 12) and isinstance(self.loop, asyncio.AbstractEventLoop)
@@ -90,6 +91,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.cycle: RequestResponseCycle | None = None
         self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
         self._requests = 0  # requests started on this connection; the lazy keep-alive timer reads it
+        self._body_received = 0  # request body bytes of the current request (--limit-request-body)
         self._keepalive_mark = -1
         self._header_timer: asyncio.TimerHandle | None = None
         # Set by ``shutdown`` on an idle connection: serve at most one more request, with "connection: close".
@@ -241,6 +243,19 @@ class BaseHTTPProtocol(asyncio.Protocol):
         if not cycle.finished:
             self.tasks.add(task)
 
+    def _count_body(self, size: int) -> bool:
+        """Count ``size`` more body bytes of this request; past ``--limit-request-body``, 413 and False.
+
+        A declared Content-Length is checked against the limit before the app runs; this catches
+        chunked bodies, whose size is known only as they arrive.
+        """
+        self._body_received += size
+        assert self.limit_request_body is not None
+        if self._body_received > self.limit_request_body:
+            self._send_error(413, "Request body too large", log=False)
+            return False
+        return True
+
     def request_body_timeout(self) -> None:
         """The app waited ``--timeout-request-body`` for body bytes that did not come: 408, then close."""
         client = "%s:%d" % self.client if self.client else "client"
@@ -305,6 +320,8 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.timeout_keep_alive_task = None
         if self.cycle is not None and not self.cycle.response_complete:
             return  # Busy: the response's completion arms the timer again.
+        if self._waiting_for_head():
+            return  # The next request's head is arriving: its own deadline (the header timer) runs.
         if self._keepalive_mark != self._requests:
             self._arm_keepalive()
             return

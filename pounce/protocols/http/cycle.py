@@ -99,17 +99,21 @@ class RequestResponseCycle:
         try:
             result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:
-            if isinstance(exc, ClientDisconnected) and self.disconnected:
-                # The client left and the app noticed while writing: nothing to report to anyone.
-                pass
+            if self.disconnected and noticed_disconnect(exc):
+                # The client left and the app noticed (our ClientDisconnected, or a framework's own
+                # exception raised from it, as Starlette's StreamingResponse does): not an app error.
+                self.logger.debug("The client disconnected before the response was complete.")
             else:
                 self.logger.error("Exception in ASGI application\n", exc_info=exc)
                 if self.disconnected:
                     pass  # Nobody left to answer (and send() would raise ClientDisconnected).
                 elif not self.response_started:
                     await self.send_500_response()
-                else:
+                elif not self.response_complete:
+                    # A response cut short cannot be repaired: only closing tells the client.
                     self.transport.close()
+                # A response that went out complete keeps its connection (FastAPI raises after its
+                # 500 went out): the client's next keep-alive request must not be reset.
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
@@ -198,7 +202,10 @@ class RequestResponseCycle:
             self.waiting_for_100_continue = False
 
         if not self.disconnected and not self.response_complete:
-            self.flow.resume_reading()
+            if self.more_body:
+                # Reading was paused because the app had a window of body unread; it wants more now.
+                # Without more body to come, a pause is the protocol's (pipelined requests): keep it.
+                self.flow.resume_reading()
             # Wait only when there is nothing to hand over yet; a bodyless request answers at once.
             if not self.body and (self.more_body or self._final_body_delivered):
                 if self._wakeup is None:
@@ -263,6 +270,29 @@ class RequestResponseCycle:
 
     def write_body(self, body: bytes, more_body: bool) -> None:
         raise NotImplementedError  # pragma: no cover
+
+
+def noticed_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` is an app noticing that its client left, rather than an error of its own.
+
+    That is an ``OSError`` (our ``ClientDisconnected`` is one), a cancellation, or an exception raised
+    while handling one (frameworks translate ours into theirs), also inside an exception group.
+    """
+    seen = 0
+    todo: list[BaseException] = [exc]
+    while todo and seen < 32:  # bounded: exception chains can be cyclic in principle
+        current = todo.pop()
+        seen += 1
+        if isinstance(current, (OSError, asyncio.CancelledError)):
+            return True
+        # An exception group (3.11+, or the exceptiongroup backport anyio uses on 3.10).
+        members = getattr(current, "exceptions", None)
+        if isinstance(members, (list, tuple)):
+            todo.extend(member for member in members if isinstance(member, BaseException))
+        cause = current.__cause__ or current.__context__
+        if cause is not None:
+            todo.append(cause)
+    return False
 
 
 def _noop() -> None:

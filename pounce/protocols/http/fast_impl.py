@@ -26,6 +26,7 @@ from pounce.protocols.http.parser import (
     ChunkedReader,
     ContentLengthReader,
     ProtocolError,
+    leading_empty_lines,
     parse_request_head,
 )
 from pounce.server import ServerState
@@ -200,7 +201,10 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         cfg = self.config.server_config
         self.max_line = cfg.max_request_line_size
         self.max_head = cfg.max_header_size
+        self.max_fields = cfg.limit_request_fields
         self._buffer = bytearray()
+        # How much of a still-incomplete head has been searched already (see parse_request_head).
+        self._scanned = 0
         self._handling = False
         self.pending_heads: list[FastCycle] = server_state.pending_heads
         self._body_reader: ContentLengthReader | ChunkedReader | None = None
@@ -212,8 +216,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             self._feed_body()
         elif self.cycle is None:
             self._handle_requests()
-        elif len(self._buffer) > HIGH_WATER_LIMIT:
-            # Pipelined requests pile up behind a slow response: stop reading until it completes.
+        if len(self._buffer) > HIGH_WATER_LIMIT:
+            # Pipelined requests pile up faster than they are answered: stop reading until the
+            # buffer has been worked down (see _next_request). One read adds at most 256 KiB.
             self.flow.pause_reading()
 
     def _waiting_for_head(self) -> bool:
@@ -231,14 +236,20 @@ class FastHTTPProtocol(BaseHTTPProtocol):
     def _handle_buffered_requests(self) -> None:
         buf = self._buffer
         while self.cycle is None and buf and not self.transport.is_closing():
+            if buf[0] == 0x0D:  # "\r": RFC 9112 §2.2 empty lines before a request, dropped as they come
+                del buf[: leading_empty_lines(buf)]
+                if not buf:
+                    return
             try:
-                parsed = parse_request_head(buf, self.max_line, self.max_head)
+                parsed = parse_request_head(buf, self.max_line, self.max_head, self.max_fields, self._scanned)
             except ProtocolError as exc:
                 self._send_error(exc.status, exc.reason)
                 return
             if parsed is None:
+                self._scanned = len(buf)
                 self._arm_header_timer()
                 return
+            self._scanned = 0
             head, body_start = parsed
             if self._header_timer is not None:
                 self._cancel_header_timer()
@@ -268,6 +279,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             if head.chunked:
                 self._body_reader = ChunkedReader(self.max_line)
             elif head.content_length:
+                if self.limit_request_body is not None and head.content_length > self.limit_request_body:
+                    self._send_error(413, "Request body too large", log=False)
+                    return
                 self._body_reader = ContentLengthReader(head.content_length)
             else:
                 cycle.more_body = False
@@ -286,6 +300,8 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             return
         if done:
             self._body_reader = None
+        if data and self.limit_request_body is not None and not self._count_body(len(data)):
+            return
         if cycle.response_complete:
             # The app answered without reading the whole body: drop the rest, then go on.
             if done:
@@ -338,10 +354,15 @@ class FastHTTPProtocol(BaseHTTPProtocol):
 
     def _next_request(self) -> None:
         self.cycle = None
-        if self.flow.read_paused:
-            self.flow.resume_reading()
+        self._body_received = 0
         if self._buffer:
             if not self._handling:
                 self._handle_requests()
         else:
             self._arm_keepalive()
+        # Read again only once what is buffered has been worked down: resuming after every response
+        # while pipelined requests keep arriving would let one connection's buffer grow without end.
+        if self.flow.read_paused and len(self._buffer) <= HIGH_WATER_LIMIT:
+            cycle = self.cycle
+            if cycle is None or len(cycle.body) <= HIGH_WATER_LIMIT:
+                self.flow.resume_reading()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import h11
@@ -12,13 +11,9 @@ from pounce.config import Config
 from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import RequestResponseCycle, status_phrase
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
-from pounce.protocols.http.parser import ProtocolError, parse_request_head
+from pounce.protocols.http.parser import ChunkedReader, ProtocolError, parse_request_head
 from pounce.server import ServerState
 
-# h11's own default; Uvicorn exposes it as --h11-max-incomplete-event-size.
-DEFAULT_MAX_INCOMPLETE_EVENT_SIZE = 16 * 1024
-# Size limits on the h11 path are h11's (max_incomplete_event_size); our parser checks only the rules.
-_NO_LIMIT = sys.maxsize
 
 
 class H11Cycle(RequestResponseCycle):
@@ -60,12 +55,22 @@ class H11Protocol(BaseHTTPProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        max_size = self.config.server_config.h11_max_incomplete_event_size
-        self.conn = h11.Connection(
-            h11.SERVER, max_size if max_size is not None else DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        )
+        # h11 buffers at most the head size our own parser allows (ServerConfig.max_header_size: 96 KiB,
+        # or --h11-max-incomplete-event-size if larger), so both paths accept the same heads.
+        self.conn = h11.Connection(h11.SERVER, self.config.server_config.max_header_size)
         self.headers: list[tuple[bytes, bytes]] = []
         self.cycle: H11Cycle | None = None
+        cfg = self.config.server_config
+        # The same size and count limits as our own parser, whichever parser runs.
+        self.max_line = cfg.max_request_line_size
+        self.max_head = cfg.max_header_size
+        self.max_fields = cfg.limit_request_fields
+        self._head_scanned = 0
+        # A chunked request body is also read by our ChunkedReader, which only validates: h11 accepts
+        # chunk lines our parser rejects (``5 \r\n``, over-long extensions), and the rules must not
+        # depend on the parser chosen.
+        self._chunk_check: ChunkedReader | None = None
+        self._chunk_buf = bytearray()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn.our_state != h11.ERROR:
@@ -77,8 +82,25 @@ class H11Protocol(BaseHTTPProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        if self._chunk_check is not None and not self._check_chunks(data):
+            return
         self.conn.receive_data(data)
         self.handle_events()
+
+    def _check_chunks(self, data: bytes) -> bool:
+        """Run body bytes through the shadow ChunkedReader before h11 sees them; False once rejected."""
+        assert self._chunk_check is not None
+        buf = self._chunk_buf
+        buf += data
+        try:
+            _, done = self._chunk_check.feed(buf)
+        except ProtocolError as exc:
+            self._send_error(exc.status, exc.reason)
+            return False
+        if done:
+            self._chunk_check = None
+            buf.clear()
+        return True
 
     def _waiting_for_head(self) -> bool:
         return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
@@ -94,10 +116,11 @@ class H11Protocol(BaseHTTPProtocol):
         if not head:
             return True
         try:
-            parse_request_head(head, _NO_LIMIT, _NO_LIMIT)
+            parsed = parse_request_head(head, self.max_line, self.max_head, self.max_fields, self._head_scanned)
         except ProtocolError as exc:
             self._send_error(exc.status, exc.reason)
             return False
+        self._head_scanned = len(head) if parsed is None else 0
         return True
 
     def handle_events(self) -> None:
@@ -136,6 +159,8 @@ class H11Protocol(BaseHTTPProtocol):
                     if self._unsupported_upgrade(upgrade):
                         return
 
+                if not self._check_request_body():
+                    return
                 app = self._select_app()
                 self.cycle = H11Cycle(
                     scope,
@@ -155,6 +180,8 @@ class H11Protocol(BaseHTTPProtocol):
                 self._run_cycle(self.cycle, app)
 
             elif isinstance(event, h11.Data):
+                if self.limit_request_body is not None and not self._count_body(len(event.data)):
+                    return
                 if self.conn.our_state is h11.DONE or self.cycle is None:
                     continue
                 self.cycle.body += event.data
@@ -176,6 +203,24 @@ class H11Protocol(BaseHTTPProtocol):
 
             elif isinstance(event, h11.ConnectionClosed):
                 break
+
+    def _check_request_body(self) -> bool:
+        """Before the app runs: a declared body over ``--limit-request-body`` is a 413; a chunked one is
+        validated by our reader as it arrives. False when the request was rejected."""
+        self._body_received = 0
+        chunked = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                if self.limit_request_body is not None and int(value) > self.limit_request_body:
+                    self._send_error(413, "Request body too large", log=False)
+                    return False
+            elif name == b"transfer-encoding":
+                chunked = True
+        if chunked:
+            self._chunk_check = ChunkedReader(self.max_line)
+            self._chunk_buf.clear()
+            return self._check_chunks(self.conn.trailing_data[0])
+        return True
 
     def _get_upgrade(self) -> bytes | None:
         connection: list[bytes] = []

@@ -17,7 +17,9 @@ __all__ = [
     "ContentLengthReader",
     "ProtocolError",
     "RequestHead",
+    "leading_empty_lines",
     "parse_request_head",
+    "valid_host",
 ]
 
 # RFC 9110 §5.6.2: token = 1*tchar.
@@ -33,7 +35,20 @@ _FIELD_LINES = re.compile(rb"(?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*" % _TCHAR)
 # RFC 9112 §7.1.1: chunk-size [ BWS ";" chunk-ext ]. Whitespace is allowed only before an extension:
 # a bare "5 " is a known request-smuggling tell (parsers disagree on it), so it is rejected.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?")
+# RFC 9110 §8.6: Content-Length = 1*DIGIT. More than 18 digits is at least 10^18 bytes (and past
+# what int() converts without complaint at 4,300): no server would read that much, so it is a 413.
 _DIGITS = re.compile(rb"[0-9]+")
+_MAX_LENGTH_DIGITS = 18
+# RFC 9112 §3.2 / RFC 3986 §3.2.2-3.2.3: Host = uri-host [ ":" port ], where uri-host is an IP-literal
+# ("[" IPv6 or IPvFuture "]"), an IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims).
+# An empty value is allowed (a target URI without authority). Anything else is a 400.
+_HOST = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+)\]"
+    rb"|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+# RFC 9112 §2.2: the empty lines a server ignores before a request-line.
+_EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 # Both rules above in one pattern, so a whole head is validated in a single regex pass.
 _HEAD = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n((?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*)" % (_TCHAR, _TCHAR))
 # The fields that decide framing, persistence or protocol; every other field is passed through as is.
@@ -96,24 +111,46 @@ class RequestHead:
         self.upgrade = upgrade
 
 
+def valid_host(value: bytes) -> bool:
+    """Whether a Host (or HTTP/2 ``:authority``) value is a ``uri-host [ ":" port ]`` (RFC 9112 §3.2)."""
+    return _HOST.fullmatch(value) is not None
+
+
+def leading_empty_lines(buf: bytes | bytearray) -> int:
+    """How many bytes of empty lines (CRLFs) start ``buf``: a protocol drops them before parsing.
+
+    RFC 9112 §2.2 lets a server ignore empty lines before a request-line. Dropping them as they come
+    (instead of skipping them on every parse attempt) keeps a flood of CRLFs linear in cost.
+    """
+    match = _EMPTY_LINES.match(buf)
+    return 0 if match is None else match.end()
+
+
 def parse_request_head(
-    buf: bytes | bytearray, max_line: int, max_head: int
+    buf: bytes | bytearray, max_line: int, max_head: int, max_fields: int = 100, scanned: int = 0
 ) -> tuple[RequestHead, int] | None:
-    """Parse the head at the start of ``buf``; return it and the offset of the body, or None for more data."""
+    """Parse the head at the start of ``buf``; return it and the offset of the body, or None for more data.
+
+    ``scanned`` is how much of ``buf`` an earlier call already searched without finding the end of
+    the head (the length ``buf`` had then): a head trickling in is searched once, not once per read.
+    """
     # RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) before a request-line.
     start = 0
     while buf.startswith(b"\r\n", start):
         start += 2
-    end = buf.find(b"\r\n\r\n", start)
+    resume = scanned - 3 if scanned - 3 > start else start
+    end = buf.find(b"\r\n\r\n", resume)
     if end < 0:
-        if buf.find(b"\r\n", start) < 0 and len(buf) - start > max_line:
+        if len(buf) - start > max_line and buf.find(b"\r\n", start, start + max_line + 2) < 0:
             raise ProtocolError(414, "Request line too long")
         if len(buf) - start > max_head:
             raise ProtocolError(431, "Request header fields too large")
-        if _BARE_LF.search(buf, start) is not None:
+        if _BARE_LF.search(buf, resume) is not None:
             raise ProtocolError(400, "Bare LF in request head")
         return None
     if end - start > max_head:
+        if buf.find(b"\r\n", start, start + max_line + 2) < 0:
+            raise ProtocolError(414, "Request line too long")
         raise ProtocolError(431, "Request header fields too large")
 
     head = buf[: end + 2] if type(buf) is bytes else bytes(buf[: end + 2])
@@ -137,6 +174,9 @@ def parse_request_head(
     ):
         raise ProtocolError(400, "Invalid request target")
 
+    if fields.count(b"\r\n") > max_fields:
+        # Each field costs a tuple and two bytes objects however short it is: count them, not just bytes.
+        raise ProtocolError(431, "Too many request header fields")
     headers: list[tuple[bytes, bytes]] = []
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None
@@ -153,6 +193,8 @@ def parse_request_head(
             continue
         if name == b"host":
             host_count += 1
+            if _HOST.fullmatch(value) is None:
+                raise ProtocolError(400, "Invalid Host header")
         elif name == b"content-length":
             # RFC 9112 §6.3 (5): differing or malformed lengths are unrecoverable. A repeated
             # identical value is allowed by RFC 9110 §8.6, but it is a smuggling tell: reject it too.
@@ -185,7 +227,12 @@ def parse_request_head(
             # RFC 9112 §6.1: Transfer-Encoding in a 1.0 message means the framing is faulty.
             raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
         chunked = True
-    length = int(content_length) if content_length is not None else 0
+    if content_length is None:
+        length = 0
+    elif len(content_length) > _MAX_LENGTH_DIGITS:
+        raise ProtocolError(413, "Request body too large")
+    else:
+        length = int(content_length)
 
     tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
     # RFC 9112 §9.3: 1.1 is persistent unless "close". HTTP/1.0 keep-alive is never honoured, as in
@@ -274,8 +321,10 @@ class ChunkedReader:
         while True:
             state = self._state
             if state == self._SIZE:
-                line_end = buf.find(b"\r\n")
-                if line_end < 0:
+                line_end = buf.find(b"\r\n", 0, self.max_line + 2)
+                if line_end < 0 or line_end > self.max_line:
+                    # The line's length is checked whether or not its end has arrived yet: a long
+                    # chunk extension sent in one write is as much a memory cost as a trickled one.
                     if len(buf) > self.max_line:
                         raise ProtocolError(400, "Chunk size line too long")
                     break
