@@ -279,3 +279,18 @@ def test_chunked_reader_rejects(encoded: bytes, status: int) -> None:
     with pytest.raises(ProtocolError) as info:
         ChunkedReader().feed(bytearray(encoded))
     assert info.value.status == status
+
+
+def test_a_flood_of_empty_lines_is_refused() -> None:
+    # RFC 9112 §2.2 asks servers to ignore at least one empty line; a kilobyte of them is a flood.
+    assert parse(b"\r\n" * 512 + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0].method == b"GET"
+    assert rejected(b"\r\n" * 513 + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 400
+
+
+def test_host_values() -> None:
+    from pounce.protocols.http.parser import valid_host
+
+    for good in (b"example.org", b"example.org:8080", b"127.0.0.1:80", b"[::1]:8000", b"", b"a_b.local", b"xn--bcher-kva.de", b"%41.example", b"[v1.fe80::a+en1]"):
+        assert valid_host(good), good
+    for bad in (b"exa mple.org", b"example.org/", b"example.org:80x", b"a@b", b"[::1", b"%4", b"host\x00"):
+        assert not valid_host(bad), bad

@@ -105,3 +105,45 @@ def probe_latency(server: ServerProcess, path: str = "/health", timeout: float =
     if not data.startswith(b"HTTP/1.1 200"):
         raise AssertionError(f"probe got {data[:100]!r}")
     return time.monotonic() - start
+
+
+_PROBER = r"""
+import json, socket, sys, time
+host, port, path, count, interval = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+out = []
+for _ in range(count):
+    start = time.monotonic()
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    out.append((time.monotonic() - start, data[:12].decode("latin-1")))
+    time.sleep(interval)
+print(json.dumps(out))
+"""
+
+
+def probe_latencies(server: ServerProcess, count: int = 5, interval: float = 0.1, path: str = "/health") -> list[float]:
+    """Like ``probe_latency``, ``count`` times, from a separate process.
+
+    An attack driven by threads of the test process competes with an in-process probe for the GIL,
+    which would be measured as server latency; a process of its own measures only the server.
+    """
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBER, "127.0.0.1", str(server.port), path, str(count), str(interval)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    probes = json.loads(result.stdout)
+    for _, status in probes:
+        if status != "HTTP/1.1 200":
+            raise AssertionError(f"probe got {status!r}")
+    return [latency for latency, _ in probes]

@@ -25,6 +25,7 @@ from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
 from pounce.protocols.http.parser import (
     ChunkedReader,
     ContentLengthReader,
+    MAX_EMPTY_LINES,
     ProtocolError,
     leading_empty_lines,
     parse_request_head,
@@ -205,6 +206,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         self._buffer = bytearray()
         # How much of a still-incomplete head has been searched already (see parse_request_head).
         self._scanned = 0
+        self._empty_lines = 0  # bytes of empty lines dropped before the head now arriving
         self._handling = False
         self.pending_heads: list[FastCycle] = server_state.pending_heads
         self._body_reader: ContentLengthReader | ChunkedReader | None = None
@@ -237,7 +239,12 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         buf = self._buffer
         while self.cycle is None and buf and not self.transport.is_closing():
             if buf[0] == 0x0D:  # "\r": RFC 9112 §2.2 empty lines before a request, dropped as they come
-                del buf[: leading_empty_lines(buf)]
+                skipped = leading_empty_lines(buf)
+                self._empty_lines += skipped
+                if self._empty_lines > MAX_EMPTY_LINES:
+                    self._send_error(400, "Too many empty lines before the request")
+                    return
+                del buf[:skipped]
                 if not buf:
                     return
             try:
@@ -249,7 +256,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._scanned = len(buf)
                 self._arm_header_timer()
                 return
-            self._scanned = 0
+            self._scanned = self._empty_lines = 0
             head, body_start = parsed
             if self._header_timer is not None:
                 self._cancel_header_timer()

@@ -47,8 +47,11 @@ _HOST = re.compile(
     rb"|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
     rb"(?::[0-9]*)?"
 )
-# RFC 9112 §2.2: the empty lines a server ignores before a request-line.
+# RFC 9112 §2.2: the empty lines a server ignores before a request-line. The rule is there for a
+# stray CRLF after a body; a client sending more than this many bytes of them is not confused but
+# flooding, and gets a 400.
 _EMPTY_LINES = re.compile(rb"(?:\r\n)+")
+MAX_EMPTY_LINES = 1024
 # Both rules above in one pattern, so a whole head is validated in a single regex pass.
 _HEAD = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n((?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*)" % (_TCHAR, _TCHAR))
 # The fields that decide framing, persistence or protocol; every other field is passed through as is.
@@ -122,7 +125,7 @@ def leading_empty_lines(buf: bytes | bytearray) -> int:
     RFC 9112 §2.2 lets a server ignore empty lines before a request-line. Dropping them as they come
     (instead of skipping them on every parse attempt) keeps a flood of CRLFs linear in cost.
     """
-    match = _EMPTY_LINES.match(buf)
+    match = _EMPTY_LINES.match(buf, 0, MAX_EMPTY_LINES + 2)
     return 0 if match is None else match.end()
 
 
@@ -138,6 +141,8 @@ def parse_request_head(
     start = 0
     while buf.startswith(b"\r\n", start):
         start += 2
+    if start > MAX_EMPTY_LINES:
+        raise ProtocolError(400, "Too many empty lines before the request")
     resume = scanned - 3 if scanned - 3 > start else start
     end = buf.find(b"\r\n\r\n", resume)
     if end < 0:
