@@ -11,11 +11,22 @@ and the report gives each server's median req/s and p99 over the rounds.
     python3 benchmarks/http_bench.py --quick         # 1 round x 3 s
     python3 benchmarks/http_bench.py --granian --hypercorn --json out.json
     python3 benchmarks/http_bench.py --python "$(../shared/tools/free-threaded-python)"
+
+Overheads of Pounce against itself (issue 9's "zero cost when unused" ratios):
+
+    python3 benchmarks/http_bench.py --only pounce --baseline 6a07b32          # this tree / an older commit
+    python3 benchmarks/http_bench.py --only pounce --variant metrics='--metrics 127.0.0.1:0'
+
+``--baseline REF`` runs Pounce as of git REF (a worktree under .bench-baseline/) next to this tree;
+``--variant NAME=ARGS`` (repeatable) runs this tree's Pounce with extra command-line ARGS. Both are
+reported as ratios to plain ``pounce``, measured in the same rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,6 +74,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     h.add_common_arguments(parser, default_rounds=3, default_duration=10.0)
     parser.add_argument("--hypercorn", action="store_true", help="also run hypercorn (asyncio worker)")
     parser.add_argument("--granian", action="store_true", help="also run granian (ASGI, 1 worker)")
+    parser.add_argument("--baseline", default=None, metavar="REF",
+                        help="also run Pounce as of this git commit or tag, as 'pounce-baseline'")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also run this tree's Pounce with extra arguments, as 'pounce-NAME' (repeatable)")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of servers to run: {','.join(ALL_SERVERS)}")
     return parser.parse_args(argv), parser
@@ -105,6 +120,9 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
     print(flush=True)
 
     specs = build_specs(names, settings.app, pounce_python, peer_python)
+    own = own_variants(args, settings.app, pounce_python)
+    specs += own
+    names = [*names, *(spec.name for spec in own)]
     results = h.run_interleaved(specs, cpus, settings, rounds=rounds, expected_body=EXPECTED_BODIES[settings.app])
     summaries = {s.server: s for s in h.summarise(results)}
 
@@ -126,7 +144,17 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
 
     ratios: dict[str, dict[str, float | None]] = {}
     cpu_ratios: dict[str, dict[str, float | None]] = {}
-    peers = [n for n in names if n not in (POUNCE, POUNCE_H11)]
+    own_names = [spec.name for spec in own]
+    if own_names and POUNCE in summaries:
+        print()
+        rows = []
+        for name in own_names:
+            ratios[name] = {POUNCE: h.ratio(summaries[name].median_rps, summaries[POUNCE].median_rps)}
+            cpu_ratios[name] = {POUNCE: h.ratio(summaries[name].median_requests_per_cpu_sec,
+                                                summaries[POUNCE].median_requests_per_cpu_sec)}
+            rows.append([name, h.fmt_ratio(ratios[name][POUNCE]), h.fmt_ratio(cpu_ratios[name][POUNCE])])
+        print(h.format_table(["pounce variant", "req/s / pounce", "req/CPU-s / pounce"], rows))
+    peers = [n for n in names if n not in (POUNCE, POUNCE_H11) and n not in own_names]
     mine = [n for n in names if n in (POUNCE, POUNCE_H11)]
     if mine and peers:
         print()
@@ -181,6 +209,29 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
         }
         h.write_json(args.json_path, payload)
     return 1 if failures else 0
+
+
+def own_variants(args: argparse.Namespace, app: str, python: str) -> list[h.ServerSpec]:
+    """Pounce at ``--baseline`` and with each ``--variant``'s extra arguments."""
+    specs = []
+    if args.baseline:
+        tree = h.REPO_ROOT / ".bench-baseline" / args.baseline.replace("/", "_")
+        if not tree.exists():
+            try:
+                subprocess.run(["git", "-C", str(h.REPO_ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+                               check=True, capture_output=True, text=True)
+            except subprocess.CalledProcessError as exc:
+                raise h.BenchError(f"cannot check out {args.baseline}: {exc.stderr.strip()}") from exc
+        base = h.pounce_spec(python, app, name="pounce-baseline")
+        # Its own tree first on the path: that commit's pounce, and its copy of the apps.
+        specs.append(h.ServerSpec(base.name, base.argv, base.workers, (("PYTHONPATH", str(tree)),)))
+    for variant in args.variant:
+        name, sep, extra = variant.partition("=")
+        if not sep or not name:
+            raise h.BenchError(f"--variant wants NAME=ARGS, not {variant!r}")
+        spec = h.pounce_spec(python, app, name=f"pounce-{name}")
+        specs.append(h.ServerSpec(spec.name, (*spec.argv, *shlex.split(extra)), spec.workers))
+    return specs
 
 
 if __name__ == "__main__":
