@@ -183,10 +183,12 @@ class RequestResponseCycle:
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
+            # Framed first: a body that contradicts its Content-Length raises here, and a response
+            # that did not go out complete must not count as complete (its connection is closed).
+            self.write_body(body, more_body)
             if not more_body:
                 self.response_complete = True
                 self.notify()
-            self.write_body(body, more_body)
 
         else:
             raise RuntimeError(f"Unexpected ASGI message '{message_type}' sent, after response already completed.")
