@@ -47,6 +47,10 @@ _HOST = re.compile(
     rb"|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
     rb"(?::[0-9]*)?"
 )
+# Host values already found valid: a server sees the same few over and over. Bounded; once full, what
+# varies is simply checked each time.
+_VALID_HOSTS: set[bytes] = set()
+_VALID_HOSTS_MAX = 256
 # RFC 9112 §2.2: the empty lines a server ignores before a request-line. The rule is there for a
 # stray CRLF after a body; a client sending more than this many bytes of them is not confused but
 # flooding, and gets a 400.
@@ -198,8 +202,11 @@ def parse_request_head(
             continue
         if name == b"host":
             host_count += 1
-            if _HOST.fullmatch(value) is None:
-                raise ProtocolError(400, "Invalid Host header")
+            if value not in _VALID_HOSTS:
+                if _HOST.fullmatch(value) is None:
+                    raise ProtocolError(400, "Invalid Host header")
+                if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+                    _VALID_HOSTS.add(value)
         elif name == b"content-length":
             # RFC 9112 §6.3 (5): differing or malformed lengths are unrecoverable. A repeated
             # identical value is allowed by RFC 9110 §8.6, but it is a smuggling tell: reject it too.
