@@ -10,6 +10,7 @@ while they run (and thread workers can share one without locks).
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import inspect
 import json
@@ -19,7 +20,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from configparser import RawConfigParser
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -31,6 +32,8 @@ from pounce.middleware.asgi2 import ASGI2Middleware
 from pounce.middleware.message_logger import MessageLoggerMiddleware
 from pounce.middleware.proxy_headers import ServerProxyHeaders
 from pounce.middleware.wsgi import WSGIMiddleware
+from pounce.observability.access import AccessLogFormat
+from pounce.observability.bus import EventHandler, check_handler
 
 HTTPProtocolType = Literal["auto", "fast", "h11", "httptools", "zttp"]
 WSProtocolType = Literal["auto", "none", "wsproto", "websockets", "websockets-sansio"]
@@ -38,6 +41,7 @@ LifespanType = Literal["auto", "on", "off"]
 LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop", "zuvloop"]
 InterfaceType = Literal["auto", "asgi3", "asgi2", "wsgi"]
 WorkerModeType = Literal["auto", "thread", "process"]
+LogFormatType = Literal["text", "json"]
 
 LOG_LEVELS: dict[str, int] = {
     "critical": logging.CRITICAL,
@@ -69,6 +73,7 @@ LOOP_FACTORIES: dict[str, str | None] = {
 }
 INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2", "wsgi"]
 WORKER_MODES: list[WorkerModeType] = ["auto", "thread", "process"]
+LOG_FORMATS: list[LogFormatType] = ["text", "json"]
 
 # Names of Uvicorn implementations that Pounce replaces with its own: accepted so existing command
 # lines keep working, mapped to our equivalent, and announced with one info line.
@@ -177,6 +182,14 @@ class ServerConfig:
     worker_mode: str
     reset_contextvars: bool
     factory: bool
+    # Observability (see pounce/observability/): handlers subscribed to every worker's events,
+    # --access-log-format, --log-format, --metrics (host, port), --otel, --server-timing.
+    event_handlers: tuple[EventHandler, ...] = ()
+    access_log_format: AccessLogFormat | None = None
+    log_format: str = "text"
+    metrics_address: tuple[str, int] | None = None
+    otel: bool = False
+    server_timing: bool = False
 
 
 def create_ssl_context(
@@ -305,6 +318,12 @@ class Config:
         h2_max_concurrent_streams: int = 100,
         h2_max_reset_rate: int = 100,
         h2_max_control_frame_rate: int = 500,
+        event_handlers: Sequence[EventHandler | str] | None = None,
+        access_log_format: str | None = None,
+        log_format: LogFormatType | str = "text",
+        metrics: str | None = None,
+        otel: bool = False,
+        server_timing: bool = False,
     ):
         self.app = app
         self.host = host
@@ -364,6 +383,14 @@ class Config:
         self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
         self.reset_contextvars = reset_contextvars
         self.worker_mode = worker_mode
+        # Strings ("module:callable") are imported by load(), in each worker process.
+        self.event_handlers: list[EventHandler | str] = list(event_handlers or [])
+        self.access_log_format = access_log_format
+        self.log_format = log_format
+        self.metrics = metrics
+        self.otel = otel
+        self.server_timing = server_timing
+        self._check_observability()
 
         self.loaded = False
         self.configure_logging()
@@ -422,6 +449,51 @@ class Config:
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
 
+    def _check_observability(self) -> None:
+        """Reject observability options that cannot work (ConfigError: exit code 2 on the command line)."""
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}.")
+        self.parsed_access_log_format: AccessLogFormat | None = None
+        if self.access_log_format:
+            try:
+                self.parsed_access_log_format = AccessLogFormat(self.access_log_format)
+            except ValueError as exc:
+                raise ConfigError(f"Invalid --access-log-format: {exc}") from None
+        self.metrics_address: tuple[str, int] | None = None
+        if self.metrics:
+            from pounce.observability import metrics
+
+            try:
+                self.metrics_address = metrics.parse_address(self.metrics)
+            except ValueError as exc:
+                raise ConfigError(f"Invalid --metrics: {exc}") from None
+            if not metrics.available():
+                raise ConfigError(metrics.INSTALL_HINT)
+            host, port = self.metrics_address
+            if port == self.port and self.uds is None and self.fd is None and _same_host(host, self.host):
+                raise ConfigError(f"--metrics {self.metrics} is the app's own address; give it a port of its own.")
+        if self.otel:
+            from pounce.observability import tracing
+
+            if not tracing.available():
+                raise ConfigError(tracing.INSTALL_HINT)
+        for handler in self.event_handlers:
+            if not isinstance(handler, str):
+                try:
+                    check_handler(handler)
+                except TypeError as exc:
+                    raise ConfigError(str(exc)) from None
+
+    def _load_event_handlers(self) -> tuple[EventHandler, ...]:
+        handlers: list[EventHandler] = []
+        for spec in self.event_handlers:
+            try:
+                handler = import_from_string(spec) if isinstance(spec, str) else spec
+                handlers.append(check_handler(handler))
+            except (ImportFromStringError, TypeError) as exc:
+                raise ConfigError(f"Invalid event handler {spec!r}: {exc}") from None
+        return tuple(handlers)
+
     @staticmethod
     def _load_env_file(env_file: str | os.PathLike[str]) -> None:
         logger.info("Loading environment from '%s'", env_file)
@@ -452,6 +524,14 @@ class Config:
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
 
+        custom_format = self.log_format == "json" or bool(self.access_log_format)
+        if custom_format and self.log_config is not LOGGING_CONFIG:
+            logger.warning(
+                "--log-format and --access-log-format shape Pounce's default logging configuration; with "
+                "--log-config (or log_config=None) your configuration decides: use the formatters "
+                "pounce.logging.JSONFormatter, or pounce.logging.AccessFormatter with 'access_format', in it."
+            )
+
         if self.log_config is not None:
             if isinstance(self.log_config, os.PathLike):
                 self.log_config = os.fspath(self.log_config)
@@ -460,7 +540,10 @@ class Config:
                 if self.use_colors in (True, False):
                     self.log_config["formatters"]["default"]["use_colors"] = self.use_colors
                     self.log_config["formatters"]["access"]["use_colors"] = self.use_colors
-                logging.config.dictConfig(self.log_config)
+                if self.log_config is LOGGING_CONFIG and custom_format:
+                    logging.config.dictConfig(self._default_logging_config())
+                else:
+                    logging.config.dictConfig(self.log_config)
             elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
                 with open(self.log_config) as file:
                     logging.config.dictConfig(json.load(file))
@@ -486,6 +569,21 @@ class Config:
         if self.access_log is False:
             logging.getLogger("uvicorn.access").handlers = []
             logging.getLogger("uvicorn.access").propagate = False
+
+    def _default_logging_config(self) -> dict[str, Any]:
+        """LOGGING_CONFIG with --log-format json and --access-log-format applied (the loggers and handlers stay)."""
+        config = copy.deepcopy(LOGGING_CONFIG)
+        formatters = config["formatters"]
+        if self.log_format == "json":
+            formatters["default"] = {"()": "pounce.logging.JSONFormatter"}
+            formatters["access"] = {"()": "pounce.logging.JSONFormatter", "access_format": self.access_log_format}
+        elif self.access_log_format:
+            formatters["access"] = {
+                **formatters["access"],
+                "fmt": "%(levelprefix)s %(message)s",
+                "access_format": self.access_log_format,
+            }
+        return config
 
     def load_app(self) -> Any:
         """Import the app and return it. Exits with STARTUP_FAILURE on failure."""
@@ -624,6 +722,7 @@ class Config:
         if self.proxy_headers:
             self.loaded_app = ServerProxyHeaders(self.loaded_app, trusted_hosts=self.forwarded_allow_ips)
 
+        self.loaded_event_handlers = self._load_event_handlers()
         self.server_config = self.freeze()
         self.loaded = True
 
@@ -675,6 +774,12 @@ class Config:
             worker_mode=str(self.worker_mode),
             reset_contextvars=self.reset_contextvars,
             factory=self.factory,
+            event_handlers=self.loaded_event_handlers,
+            access_log_format=self.parsed_access_log_format,
+            log_format=str(self.log_format),
+            metrics_address=self.metrics_address,
+            otel=self.otel,
+            server_timing=self.server_timing,
         )
 
     def setup_event_loop(self) -> None:
@@ -737,6 +842,16 @@ class Config:
         logger.info(message, *logger_args, extra={"color_message": color_message})
         sock.set_inheritable(True)
         return sock
+
+
+_WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::"))
+_LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1"))
+
+
+def _same_host(one: str | None, other: str | None) -> bool:
+    """Whether two listen hosts can collide: equal, the same loopback name, or either one a wildcard."""
+    a, b = (one or "").strip("[]"), (other or "").strip("[]")
+    return a == b or a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS or {a, b} <= _LOOPBACK_NAMES
 
 
 def _load_simple_env_file(env_file: str | os.PathLike[str]) -> None:

@@ -8,12 +8,15 @@ logging configs and subclasses written for Uvicorn keep working.
 from __future__ import annotations
 
 import http
+import json
 import logging
 import sys
 from copy import copy
-from typing import Callable, Literal
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal
 
 from pounce._ansi import style as ansi_style
+from pounce.observability.access import RECORD_ATTRIBUTE, AccessEntry, AccessLogFormat
 
 TRACE_LOG_LEVEL = 5
 
@@ -91,11 +94,21 @@ class DefaultFormatter(ColourizedFormatter):
         return sys.stderr.isatty()
 
 
+def _access_format(access_format: str | AccessLogFormat | None) -> AccessLogFormat | None:
+    if access_format is None or isinstance(access_format, AccessLogFormat):
+        return access_format
+    return AccessLogFormat(access_format) if access_format else None
+
+
 class AccessFormatter(ColourizedFormatter):
     """Adds ``client_addr``, ``request_line`` and ``status_code`` (e.g. ``200 OK``).
 
     Expects the record's args to be ``(client_addr, method, full_path, http_version,
     status_code)``, which is what the HTTP protocols log on ``uvicorn.access``.
+
+    With ``access_format`` (``--access-log-format``; see ``pounce.observability.access`` for the
+    fields), ``%(message)s`` is that line instead of Uvicorn's. Fields that only the event knows
+    (bytes, duration, headers) are ``-`` on records that carry only Uvicorn's five arguments.
     """
 
     status_code_colours: dict[int, _Styler] = {
@@ -105,6 +118,17 @@ class AccessFormatter(ColourizedFormatter):
         4: _fg("red"),
         5: _fg("bright_red"),
     }
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+        access_format: str | AccessLogFormat | None = None,
+    ) -> None:
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style, use_colors=use_colors)
+        self.access_format = _access_format(access_format)
 
     def get_status_code(self, status_code: int) -> str:
         try:
@@ -133,4 +157,73 @@ class AccessFormatter(ColourizedFormatter):
             recordcopy.__dict__.update(
                 {"client_addr": client_addr, "request_line": request_line, "status_code": status_text}
             )
+        if self.access_format is not None:
+            entry = AccessEntry.from_record(recordcopy)
+            if entry is not None:
+                recordcopy.__dict__["message"] = self.access_format.render(entry)
         return super().formatMessage(recordcopy)
+
+
+class JSONFormatter(logging.Formatter):
+    """``--log-format json``: every record as one JSON object on one line.
+
+    Keys: ``timestamp`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message``; for access
+    records the request fields (``client``, ``method``, ``path``, ``query``, ``status``, ``protocol``,
+    ``http_version``, and ``bytes``, ``duration``, ``user_agent``, ``referer``, ``request_id``,
+    ``worker_id`` where known); ``trace_id`` and ``span_id`` (hex) when an OpenTelemetry span is current
+    (``--otel``) or the record carries them (``otelTraceID``/``otelSpanID``); ``exception`` and
+    ``stack`` when the record has them. ``fmt`` and ``use_colors`` are accepted and ignored, so a
+    logging config can swap this class in for Uvicorn's formatters.
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+        access_format: str | AccessLogFormat | None = None,
+    ) -> None:
+        super().__init__(datefmt=datefmt)
+        self.access_format = _access_format(access_format)
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        data: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        if RECORD_ATTRIBUTE in record.__dict__ or record.name == "uvicorn.access":
+            entry = AccessEntry.from_record(record)
+            if entry is not None:
+                if self.access_format is not None:
+                    data["message"] = self.access_format.render(entry)
+                data.update(entry.fields())
+        trace_ids = _trace_ids(record)
+        if trace_ids is not None:
+            data["trace_id"], data["span_id"] = trace_ids
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exception"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(data, default=str)
+
+
+def _trace_ids(record: logging.LogRecord) -> tuple[str, str] | None:
+    """The record's trace and span ids: set by OpenTelemetry's logging instrumentation, else the current span's."""
+    trace_id = record.__dict__.get("otelTraceID")
+    span_id = record.__dict__.get("otelSpanID")
+    if trace_id and span_id and trace_id != "0":
+        return str(trace_id), str(span_id)
+    if "opentelemetry.trace" not in sys.modules:  # tracing is off: never import it for a log line
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")

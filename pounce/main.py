@@ -24,6 +24,7 @@ from pounce._types import ASGIApplication
 from pounce.config import (
     INTERFACES,
     LIFESPAN,
+    LOG_FORMATS,
     LOG_LEVELS,
     LOGGING_CONFIG,
     SSL_PROTOCOL_VERSION,
@@ -34,10 +35,13 @@ from pounce.config import (
     HTTPProtocolType,
     InterfaceType,
     LifespanType,
+    LogFormatType,
     LoopFactoryType,
     WorkerModeType,
     WSProtocolType,
 )
+from pounce.importer import ImportFromStringError, import_from_string
+from pounce.observability.bus import EventHandler, check_handler
 from pounce.server import Server
 
 LEVEL_CHOICES = click.Choice(list(LOG_LEVELS.keys()))
@@ -203,6 +207,46 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     "--log-level", type=LEVEL_CHOICES, default=None, help="Log level. [default: info]", show_default=True
 )
 @click.option("--access-log/--no-access-log", is_flag=True, default=True, help="Enable/Disable access log.")
+@click.option(
+    "--access-log-format",
+    type=str,
+    default=None,
+    help="Access log line with named fields, e.g. '{client} \"{request_line}\" {status} {bytes} {duration_ms}ms "
+    "{header.x-request-id}'. Default: Uvicorn's line.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="'json' writes every error and access record as one JSON object per line.",
+)
+@click.option(
+    "--event-handler",
+    "event_handlers",
+    multiple=True,
+    metavar="MODULE:CALLABLE",
+    help="Call this function with every server event (repeatable). See pounce.observability.events.",
+)
+@click.option(
+    "--metrics",
+    type=str,
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own. Needs pounce[metrics].",
+)
+@click.option(
+    "--otel",
+    is_flag=True,
+    default=False,
+    help="OpenTelemetry: a server span per request; exporter from OTEL_TRACES_EXPORTER etc. Needs pounce[otel].",
+)
+@click.option(
+    "--server-timing",
+    is_flag=True,
+    default=False,
+    help="Add a Server-Timing header: time before the app was called, and the app's time to its first byte.",
+)
 @click.option("--use-colors/--no-use-colors", is_flag=True, default=None, help="Enable/Disable colorized logging.")
 @click.option(
     "--proxy-headers/--no-proxy-headers",
@@ -401,6 +445,8 @@ def main(app: str, **options: Any) -> None:
         if ":" not in header or not header.partition(":")[0].strip():
             raise click.BadParameter(f"{header!r} is not a Name:Value pair.", param_hint="'--header'")
         headers.append(header.split(":", 1))
+    _check_event_handlers(options["event_handlers"])
+    options["event_handlers"] = list(options["event_handlers"]) or None
     _check_combinations(options)
     log_config = options.pop("log_config")
     try:
@@ -415,6 +461,18 @@ def main(app: str, **options: Any) -> None:
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _check_event_handlers(specs: tuple[str, ...]) -> None:
+    """Import every --event-handler once here, so a bad one is a usage error (exit 2), not a worker's failure.
+
+    The strings go on to the workers, which import them again (each worker process has its own import).
+    """
+    for spec in specs:
+        try:
+            check_handler(import_from_string(spec))
+        except (ImportFromStringError, ImportError, TypeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--event-handler'") from None
 
 
 def _check_combinations(options: dict[str, Any]) -> None:
@@ -523,6 +581,12 @@ def run(
     h2_max_concurrent_streams: int = 100,
     h2_max_reset_rate: int = 100,
     h2_max_control_frame_rate: int = 500,
+    event_handlers: list[EventHandler | str] | None = None,
+    access_log_format: str | None = None,
+    log_format: LogFormatType | str = "text",
+    metrics: str | None = None,
+    otel: bool = False,
+    server_timing: bool = False,
 ) -> None:
     if app_dir is not None:
         sys.path.insert(0, app_dir)
@@ -588,6 +652,12 @@ def run(
         h2_max_concurrent_streams=h2_max_concurrent_streams,
         h2_max_reset_rate=h2_max_reset_rate,
         h2_max_control_frame_rate=h2_max_control_frame_rate,
+        event_handlers=event_handlers,
+        access_log_format=access_log_format,
+        log_format=log_format,
+        metrics=metrics,
+        otel=otel,
+        server_timing=server_timing,
     )
 
     # Threads share the app object; a reloader or worker processes must import it themselves.

@@ -18,13 +18,26 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from email.utils import formatdate
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce._compat import asyncio_run
 from pounce.config import STARTUP_FAILURE, Config, ServerConfig
+from pounce.observability.bus import EventBus
+from pounce.observability.events import (
+    DrainReason,
+    ServerStarted,
+    ServerStopping,
+    WorkerDraining,
+    WorkerStarted,
+    WorkerStopped,
+)
+from pounce.observability.runtime import STANDALONE, Telemetry, WorkerIdentity, addresses_of
+
+if TYPE_CHECKING:
+    from pounce.observability.tracing import RequestTracer
 
 HANDLED_SIGNALS = (
     signal.SIGINT,  # Unix signal 2. Sent by Ctrl+C.
@@ -60,11 +73,37 @@ class ServerState:
         # Fast-path responses whose head waits for its first body message; flushed together once per
         # loop iteration (see protocols/http/fast_impl.py).
         self.pending_heads: list[Any] = []
+        # Events (pounce/observability/): the worker's bus always exists (frameworks subscribe through
+        # it); ``events`` is that bus while it has a handler and None otherwise, so an emission point
+        # costs one attribute test when nobody listens.
+        self.event_bus = EventBus(on_change=self._events_changed)
+        self.events: EventBus | None = None
+        # --otel: the request tracer (None: no spans); the request cycle calls it around the app.
+        self.tracer: RequestTracer | None = None
+
+    def _events_changed(self, active: bool) -> None:
+        self.events = self.event_bus if active else None
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker: WorkerIdentity | None = None,
+        telemetry: Telemetry | None = None,
+        metrics_dir: str | None = None,
+    ) -> None:
+        """``worker`` and ``telemetry`` come from a supervisor; a server run on its own has neither and
+        owns its ``--metrics`` endpoint and tracer itself. ``metrics_dir``: write metrics to a supervisor's
+        prometheus-client multiprocess directory instead of serving them (a ``--reload`` child)."""
         self.config = config
+        self.worker = worker or STANDALONE
+        self.telemetry = telemetry
+        self.metrics_dir = metrics_dir
+        self._owns_telemetry = False
+        # Set by a supervisor before asking this worker to stop while the server goes on.
+        self.drain_reason: DrainReason | None = None
         self.server_state = ServerState()
         self.started = False
         self.should_exit = False
@@ -93,18 +132,74 @@ class Server:
         if not config.loaded:
             config.load()
         current_server_config.set(config.server_config)
-        self.lifespan = config.lifespan_class(config)
+        unsubscribe = self._setup_events(config.server_config)
+        worker = self.worker
+        announced = False
+        try:
+            self.lifespan = config.lifespan_class(config)
+            # The lifespan scope offers the same "pounce.events" extension as the request scopes.
+            self.lifespan.event_source = self.server_state.event_bus.source
 
-        logger.info("Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")})
-
-        await self.startup(sockets=sockets)
-        if not self.should_exit:
-            await self.main_loop()
-        if self.started:
-            await self.shutdown(sockets=sockets)
             logger.info(
-                "Finished server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Finished")}
+                "Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")}
             )
+            events = self.server_state.events
+            if events is not None:
+                events.emit(
+                    WorkerStarted(
+                        time=time.monotonic(),
+                        worker_id=worker.worker_id,
+                        mode=worker.mode,
+                        generation=worker.generation,
+                        pid=process_id,
+                        reason=worker.start_reason,
+                    )
+                )
+                announced = True
+            await self.startup(sockets=sockets)
+            if not self.should_exit:
+                await self.main_loop()
+            if self.started:
+                await self.shutdown(sockets=sockets)
+                logger.info(
+                    "Finished server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Finished")}
+                )
+        finally:
+            events = self.server_state.events
+            if events is not None and announced:
+                events.emit(
+                    WorkerStopped(
+                        time=time.monotonic(),
+                        worker_id=worker.worker_id,
+                        mode=worker.mode,
+                        generation=worker.generation,
+                        requests_served=self.server_state.total_requests,
+                    )
+                )
+            for undo in unsubscribe:
+                undo()
+            if self._owns_telemetry and self.telemetry is not None:
+                self.telemetry.close()
+                self.telemetry = None
+                self._owns_telemetry = False
+
+    def _setup_events(self, cfg: ServerConfig) -> list[Callable[[], None]]:
+        """Subscribe the configured handlers and the built-in ones (metrics) to this worker's bus.
+
+        Returns what undoes it, for the end of ``serve()``.
+        """
+        if self.telemetry is None and (cfg.metrics_address is not None or cfg.otel):
+            if self.metrics_dir is not None:
+                self.telemetry = Telemetry.process_worker(self.metrics_dir, cfg.otel)
+            else:
+                self.telemetry = Telemetry.in_process(cfg.metrics_address, cfg.otel)
+            self._owns_telemetry = True
+        bus = self.server_state.event_bus
+        bus.worker_id = self.worker.worker_id
+        handlers = cfg.event_handlers + (self.telemetry.handlers if self.telemetry is not None else ())
+        if self.telemetry is not None:
+            self.server_state.tracer = self.telemetry.tracer
+        return [bus.subscribe(handler) for handler in handlers]
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await self.lifespan.startup()
@@ -164,6 +259,13 @@ class Server:
         if sockets is None:
             self._log_started_message(listeners)
         self.started = True
+        events = self.server_state.events
+        if events is not None:
+            events.emit(
+                ServerStarted(
+                    time=time.monotonic(), worker_id=events.worker_id, addresses=addresses_of(listeners, cfg.ssl is not None)
+                )
+            )
 
     def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
         cfg = self.config.server_config
@@ -225,6 +327,23 @@ class Server:
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         logger.info("Shutting down")
+        events = self.server_state.events
+        if events is not None:
+            now = time.monotonic()
+            if self.drain_reason is not None:
+                worker = self.worker
+                events.emit(
+                    WorkerDraining(
+                        time=now,
+                        worker_id=worker.worker_id,
+                        mode=worker.mode,
+                        generation=worker.generation,
+                        reason=self.drain_reason,
+                    )
+                )
+            events.emit(
+                ServerStopping(time=now, worker_id=events.worker_id, open_connections=len(self.server_state.connections))
+            )
 
         # Stop accepting new connections.
         for server in self.servers:

@@ -6,9 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pounce.config import Config
+    from pounce.observability.bus import EventSource
 
 
 class LifespanOff:
+    # Set by the server like LifespanOn's; unused, since no lifespan scope is ever sent.
+    event_source: EventSource | None = None
+
     def __init__(self, config: Config) -> None:
         self.should_exit = False
         # Still a dict so the server can hand the same (empty) state to every request scope.

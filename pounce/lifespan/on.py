@@ -11,6 +11,7 @@ from pounce._types import Message, Scope
 
 if TYPE_CHECKING:
     from pounce.config import Config
+    from pounce.observability.bus import EventSource
 
 STATE_TRANSITION_ERROR = "Got invalid state transition on lifespan protocol."
 
@@ -30,6 +31,9 @@ class LifespanOn:
     With "auto" an app that raises on the lifespan scope is taken not to support it
     and the server carries on; with "on" that is a fatal startup error.
     """
+
+    # Set by the server before startup: offered to the app as scope["extensions"]["pounce.events"].
+    event_source: EventSource | None = None
 
     def __init__(self, config: Config) -> None:
         if not getattr(config, "loaded", True):
@@ -89,6 +93,10 @@ class LifespanOn:
                 "asgi": {"version": self.config.asgi_version, "spec_version": "2.0"},
                 "state": self.state,
             }
+            if self.event_source is not None:
+                from pounce.observability.bus import EXTENSION_KEY
+
+                scope["extensions"] = {EXTENSION_KEY: self.event_source}
             await app(scope, self.receive, self.send)
         except BaseException as exc:
             self.asgi = None

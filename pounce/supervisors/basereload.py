@@ -53,6 +53,8 @@ class BaseReload:
         self.is_restarting = False
         self.reloader_name: str | None = None
         self.process: Process | None = None
+        # Called with a child's pid once it has exited (--metrics: its live gauges leave the sum).
+        self.on_child_exit: Callable[[int], None] | None = None
 
     def signal_handler(self, sig: int, frame: FrameType | None) -> None:
         """Registered in the reloader (parent) process for SIGINT and SIGTERM."""
@@ -81,7 +83,7 @@ class BaseReload:
         return self.should_restart()
 
     def _spawn(self) -> Process:
-        process = Process(self.config, self.sockets, target=self.target, verbose=False)
+        process = Process(self.config, self.sockets, target=self.target, verbose=False, on_exit=self.on_child_exit)
         process.start()
         return process
 

@@ -1,4 +1,9 @@
-"""Process workers: the parent binds the sockets once and supervises N spawned children."""
+"""Process workers: the parent binds the sockets once and supervises N spawned children.
+
+``--metrics``: prometheus-client's multiprocess mode (why: see ``pounce.observability.runtime``).
+The parent creates the directory and serves ``/metrics`` over it; each child writes its own files;
+the parent marks a child dead when it exits so its live gauges leave the sum.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,23 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import Pipe
 from socket import socket
 from typing import TYPE_CHECKING
 
+from pounce.observability.events import DrainReason, StartReason
+from pounce.observability.runtime import MultiprocessMetrics, WorkerIdentity
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
-from pounce.supervisors.spawn import Status, Target, get_subprocess, ping, pong_forever, server_status
+from pounce.supervisors.spawn import (
+    Status,
+    Target,
+    announce_drain,
+    get_subprocess,
+    ping,
+    pong_forever,
+    server_status,
+)
 
 if TYPE_CHECKING:
     from pounce.config import Config
@@ -31,14 +47,24 @@ class Process:
         target: Target | None = None,
         *,
         verbose: bool = True,
+        worker: WorkerIdentity | None = None,
+        metrics_dir: str | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
-        """``target`` None runs a worker server; the reloader passes its own (Uvicorn's ``Server.run``)."""
+        """``target`` None runs a worker server; the reloader passes its own (Uvicorn's ``Server.run``).
+
+        ``worker`` is the identity its events report, ``metrics_dir`` the multiprocess metrics directory;
+        ``on_exit(pid)`` is called once, when the process is seen to have exited.
+        """
         self.config = config
         self._server: Server | None = None
         self._seq = 0
         self._verbose = verbose
+        self._on_exit = on_exit
         self.parent_conn, self.child_conn = Pipe()
-        self.process = get_subprocess(config, target, sockets, conn=self.child_conn)
+        self.process = get_subprocess(
+            config, target, sockets, conn=self.child_conn, worker=worker, metrics_dir=metrics_dir
+        )
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -91,9 +117,11 @@ class Process:
     def is_running(self) -> bool:
         return self.process.is_alive()
 
-    def terminate(self) -> None:
-        """Ask the worker to drain and exit (SIGTERM)."""
+    def terminate(self, reason: DrainReason | None = None) -> None:
+        """Ask the worker to drain and exit (SIGTERM); ``reason``: why, when the server goes on without it."""
         if self.process.pid is not None and self.process.exitcode is None:
+            if reason is not None and not self.parent_conn.closed:
+                announce_drain(self.parent_conn, reason)
             try:
                 os.kill(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:  # pragma: no cover - exited meanwhile
@@ -123,6 +151,12 @@ class Process:
         self.process.join(timeout)
         if self.process.exitcode is not None:
             self.parent_conn.close()
+            self._exited()
+
+    def _exited(self) -> None:
+        on_exit, self._on_exit = self._on_exit, None
+        if on_exit is not None and self.process.pid is not None:
+            on_exit(self.process.pid)
 
     @property
     def server(self) -> Server:
@@ -150,12 +184,32 @@ class Multiprocess(WorkerPool[Process]):
 
     kind = "process"
     plural = "processes"
+    mode = "process"
 
     def __init__(self, config: Config, sockets: list[socket]) -> None:
         super().__init__(config, sockets)
+        self.metrics: MultiprocessMetrics | None = None
 
-    def new_worker(self) -> Process:
-        return Process(self.config, self.sockets)
+    def run(self) -> None:
+        address = getattr(self.config, "metrics_address", None)
+        if address is not None:
+            self.metrics = MultiprocessMetrics(address)
+        try:
+            super().run()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
+
+    def new_worker(self, reason: StartReason = "initial") -> Process:
+        metrics = self.metrics
+        return Process(
+            self.config,
+            self.sockets,
+            worker=self.next_identity(reason),
+            metrics_dir=metrics.directory if metrics is not None else None,
+            on_exit=metrics.worker_exited if metrics is not None else None,
+        )
 
     def init_processes(self) -> None:
         _start_resource_tracker()

@@ -17,6 +17,7 @@ exits; since the new one already accepts on the same sockets, no connection is r
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -24,10 +25,12 @@ import threading
 import time
 from socket import socket
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import click
 
+from pounce.observability.events import DrainReason, StartReason, WorkerMode
+from pounce.observability.runtime import WorkerIdentity
 from pounce.supervisors.spawn import Status
 
 if TYPE_CHECKING:
@@ -72,7 +75,9 @@ class Worker(Protocol):
 
     def wait_until_ready(self, timeout: float, should_exit: StopFlag | None = None) -> bool: ...
 
-    def terminate(self) -> None: ...
+    def terminate(self, reason: DrainReason | None = None) -> None:
+        """Drain and exit; ``reason`` when the server goes on without this worker (its WorkerDraining event)."""
+        ...
 
     def force_stop(self) -> None: ...
 
@@ -82,6 +87,8 @@ class Worker(Protocol):
 
 
 W = TypeVar("W", bound=Worker)
+# Why a worker is replaced while it is still healthy: the same word starts the new one and drains the old.
+ReplaceReason = Literal["restart", "recycle"]
 
 
 class _Stopping:
@@ -106,6 +113,7 @@ class WorkerPool(Generic[W]):
     kind = "worker"
     plural = "workers"
     parent_name = "parent process"
+    mode: WorkerMode = "process"
 
     def __init__(self, config: Config, sockets: list[socket]) -> None:
         self.config = config
@@ -118,6 +126,9 @@ class WorkerPool(Generic[W]):
         self.stopping = _Stopping(self)
         self.exit_code = 0
         self._recycle_after: dict[int, float] = {}
+        # What the workers' events report: ids from 1, never reused; the generation counts SIGHUPs.
+        self._worker_ids = itertools.count(1)
+        self.generation = 0
 
         # Handlers only queue the signal: the work happens on the main loop, outside signal context.
         self.signal_queue: list[int] = []
@@ -128,8 +139,14 @@ class WorkerPool(Generic[W]):
 
     # -- to be provided by subclasses -------------------------------------------------------
 
-    def new_worker(self) -> W:
+    def new_worker(self, reason: StartReason = "initial") -> W:
         raise NotImplementedError
+
+    def next_identity(self, reason: StartReason) -> WorkerIdentity:
+        """The identity of the next worker to start, as its events will report it."""
+        return WorkerIdentity(
+            worker_id=next(self._worker_ids), mode=self.mode, generation=self.generation, start_reason=reason
+        )
 
     def _log_start(self) -> None:
         raise NotImplementedError
@@ -233,7 +250,7 @@ class WorkerPool(Generic[W]):
             if status is None:
                 self._replace_dead(idx, worker)
             elif status == "recycle" and time.monotonic() >= self._recycle_after.get(id(worker), 0.0):
-                if not self.replace(idx, "it reached its request limit"):
+                if not self.replace(idx, "it reached its request limit", "recycle"):
                     self._recycle_after[id(worker)] = time.monotonic() + RECYCLE_BACKOFF
 
     def _replace_dead(self, idx: int, worker: W) -> None:
@@ -254,7 +271,7 @@ class WorkerPool(Generic[W]):
         if self.stopping.is_set():
             return
         logger.info("%s died", cap(worker.label))
-        replacement = self.new_worker()
+        replacement = self.new_worker("replace")
         replacement.start()
         self._workers[idx] = replacement
 
@@ -273,16 +290,16 @@ class WorkerPool(Generic[W]):
 
     # -- replacement ---------------------------------------------------------------------------
 
-    def retire(self, worker: W) -> None:
+    def retire(self, worker: W, reason: DrainReason) -> None:
         """Ask a worker to drain and exit, without waiting for it (the main loop reaps it)."""
-        worker.terminate()
+        worker.terminate(reason)
         self.retiring.append((worker, self._drain_deadline()))
 
-    def replace(self, idx: int, why: str) -> bool:
+    def replace(self, idx: int, why: str, reason: ReplaceReason = "restart") -> bool:
         """Start a replacement for worker ``idx``; once it is ready, retire the old one. False if it never got ready."""
         old = self._workers[idx]
         logger.info("Replacing %s: %s.", old.label, why)
-        new = self.new_worker()
+        new = self.new_worker(reason)
         new.start()
         if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.stopping):
             new.kill()
@@ -296,11 +313,14 @@ class WorkerPool(Generic[W]):
             return False
         self._workers[idx] = new
         self._recycle_after.pop(id(old), None)
-        self.retire(old)
+        self.retire(old, reason)
         return True
 
     def restart_all(self) -> None:
         """Replace each worker in turn, bringing its replacement into service before retiring it."""
+        if self.stopping.is_set():
+            return
+        self.generation += 1
         for idx in range(len(self._workers)):
             if self.stopping.is_set():
                 return
@@ -340,7 +360,7 @@ class WorkerPool(Generic[W]):
     def handle_ttin(self) -> None:
         logger.info("Received SIGTTIN, increasing the number of %s.", self.plural)
         self.workers_num += 1
-        worker = self.new_worker()
+        worker = self.new_worker("scale_up")
         worker.start()
         self._workers.append(worker)
 
@@ -350,7 +370,7 @@ class WorkerPool(Generic[W]):
             logger.info("Already reached one %s, cannot decrease the number of %s anymore.", self.kind, self.plural)
             return
         self.workers_num -= 1
-        self.retire(self._workers.pop())
+        self.retire(self._workers.pop(), "scale_down")
 
 
 def pid_message(verb: str, what: str) -> tuple[str, str]:

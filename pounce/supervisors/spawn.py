@@ -4,6 +4,9 @@ Children are started with the ``spawn`` method: a fresh interpreter that imports
 (no fork of a process that may hold threads and locks). The listening sockets and one end of a
 pipe travel to the child; the parent keeps only its own end, so when the parent dies -- even by
 SIGKILL -- the child reads EOF on the pipe and shuts itself down instead of lingering as an orphan.
+
+The pipe also carries ``("drain", reason)`` before the SIGTERM that retires a worker while the
+server goes on (rolling restart, recycle, scale down), so the worker's events say why it drains.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from pounce.config import Config
+    from pounce.observability.runtime import WorkerIdentity
 
 multiprocessing.allow_connection_pickling()
 spawn = multiprocessing.get_context("spawn")
@@ -40,6 +44,9 @@ class ServerLike(Protocol):
     started: bool
     should_exit: bool
     force_exit: bool
+
+
+DRAIN = "drain"
 
 
 def server_status(server: ServerLike | None) -> Status:
@@ -75,15 +82,22 @@ def loop_answers(server: ServerLike | None, timeout: float | None = None) -> boo
     return True
 
 
-def pong_forever(conn: Connection, status: Callable[[], Status], on_parent_gone: Callable[[], None]) -> None:
+def pong_forever(
+    conn: Connection,
+    status: Callable[[], Status],
+    on_parent_gone: Callable[[], None],
+    on_drain: Callable[[str], None] | None = None,
+) -> None:
     """Child side of the heartbeat: answer each ping ``n`` with ``(n, status)``.
 
-    EOF means the supervisor is gone (it exited or was killed): stop serving rather than
-    be orphaned.
+    ``("drain", reason)`` is answered the same way, after ``on_drain(reason)``. EOF means the
+    supervisor is gone (it exited or was killed): stop serving rather than be orphaned.
     """
     while True:
         try:
             seq = conn.recv()
+            if isinstance(seq, tuple) and len(seq) == 2 and seq[0] == DRAIN and on_drain is not None:
+                on_drain(str(seq[1]))
             conn.send((seq, status()))
         except (EOFError, OSError):
             on_parent_gone()
@@ -112,6 +126,23 @@ def ping(conn: Connection, seq: int, timeout: float) -> Status | None:
         return None
 
 
+def announce_drain(conn: Connection, reason: str, timeout: float = 1.0) -> bool:
+    """Parent side: tell the worker why it is about to be stopped; True once it has acknowledged."""
+    message = (DRAIN, reason)
+    deadline = time.monotonic() + timeout
+    try:
+        conn.send(message)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not conn.poll(remaining):
+                return False
+            answer = conn.recv()
+            if isinstance(answer, tuple) and len(answer) == 2 and answer[0] == message:
+                return True
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+        return False
+
+
 def _supervisor_business(sig: int, frame: object) -> None:
     """Signals meant for the supervisor that reached a worker too (sent to the process group)."""
 
@@ -121,8 +152,14 @@ def get_subprocess(
     target: Target | None,
     sockets: list[socket],
     conn: Connection | None = None,
+    worker: WorkerIdentity | None = None,
+    metrics_dir: str | None = None,
 ) -> SpawnProcess:
-    """A not-yet-started child that runs ``target(sockets=...)``, or a worker server when target is None."""
+    """A not-yet-started child that runs ``target(sockets=...)``, or a worker server when target is None.
+
+    ``worker`` is the identity a worker server reports in its events; ``metrics_dir`` the supervisor's
+    prometheus-client multiprocess directory (``--metrics``).
+    """
     try:
         stdin_fileno: int | None = sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):
@@ -134,6 +171,10 @@ def get_subprocess(
         "stdin_fileno": stdin_fileno,
         "conn": conn,
     }
+    if worker is not None:
+        kwargs["worker"] = worker
+    if metrics_dir is not None:
+        kwargs["metrics_dir"] = metrics_dir
     return spawn.Process(target=subprocess_started, kwargs=kwargs)
 
 
@@ -143,6 +184,8 @@ def subprocess_started(
     sockets: list[socket],
     stdin_fileno: int | None,
     conn: Connection | None = None,
+    worker: WorkerIdentity | None = None,
+    metrics_dir: str | None = None,
 ) -> None:
     """Entry point of every worker process."""
     if stdin_fileno is not None:
@@ -162,11 +205,19 @@ def subprocess_started(
     config.configure_logging()
 
     server: ServerLike | None
+    on_drain: Callable[[str], None] | None = None
     if target is None:
+        from pounce.observability.runtime import Telemetry
         from pounce.supervisors.worker_server import WorkerServer
 
-        worker = WorkerServer(config)
-        server, run = worker, worker.run
+        # Always a Telemetry of our own: a worker process never binds the --metrics listener itself.
+        telemetry = Telemetry.process_worker(metrics_dir, bool(getattr(config, "otel", False)))
+        worker_server = WorkerServer(config, worker=worker, telemetry=telemetry)
+        server, run = worker_server, worker_server.run
+
+        def on_drain(reason: str) -> None:
+            if reason in ("restart", "recycle", "scale_down"):
+                worker_server.drain_reason = reason  # type: ignore[assignment]
     else:
         # Uvicorn passes ``Server(config).run``; reach its server so readiness can be reported.
         owner = getattr(target, "__self__", None)
@@ -187,7 +238,7 @@ def subprocess_started(
                 return "stopping"
             return server_status(server)
 
-        threading.Thread(target=pong_forever, args=(conn, status, parent_gone), daemon=True).start()
+        threading.Thread(target=pong_forever, args=(conn, status, parent_gone, on_drain), daemon=True).start()
 
     try:
         run(sockets=sockets)

@@ -11,6 +11,7 @@ from pounce.supervisors.rolling import STARTUP_FAILURE, WorkerPool
 
 if TYPE_CHECKING:
     from pounce.config import Config
+    from pounce.observability.runtime import MultiprocessMetrics
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -31,7 +32,17 @@ def _run(config: Config) -> int:
         from pounce.server import Server
 
         sock = config.bind_socket()
-        ChangeReload(config, target=Server(config=config).run, sockets=[sock]).run()
+        # --metrics: the reloader serves them (old and new children overlap while the new code starts),
+        # the children write prometheus-client multiprocess files, as process workers do.
+        metrics = _multiprocess_metrics(config)
+        try:
+            server = Server(config=config, metrics_dir=metrics.directory if metrics is not None else None)
+            reloader = ChangeReload(config, target=server.run, sockets=[sock])
+            reloader.on_child_exit = metrics.worker_exited if metrics is not None else None
+            reloader.run()
+        finally:
+            if metrics is not None:
+                metrics.close()
         return 0
 
     try:
@@ -66,6 +77,15 @@ def _run(config: Config) -> int:
     finally:
         _close(sockets)
     return pool.exit_code
+
+
+def _multiprocess_metrics(config: Config) -> MultiprocessMetrics | None:
+    address = getattr(config, "metrics_address", None)
+    if address is None:
+        return None
+    from pounce.observability.runtime import MultiprocessMetrics
+
+    return MultiprocessMetrics(address)
 
 
 def _close(sockets: list[socket]) -> None:

@@ -17,6 +17,10 @@ the stuck thread is told to exit and left to finish on its own.
 
 On SIGHUP the new generation gets a fresh app: with ``--factory`` the factory is called again
 (a new ``Config.load()``); a plain app object is module state and stays the same object.
+
+``--metrics`` and ``--otel``: the supervisor owns one ``Telemetry`` for the process (one metrics
+handler and registry, one ``/metrics`` endpoint, one tracer), subscribed to every worker's bus, so
+one scrape sees every thread and a replaced thread's counts stay.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from pounce.observability.events import DrainReason, StartReason
+from pounce.observability.runtime import Telemetry, WorkerIdentity
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
 from pounce.supervisors.spawn import Status, loop_answers, server_status
 from pounce.supervisors.worker_server import WorkerServer
@@ -76,12 +82,18 @@ def own_descriptor(sock: socket.socket) -> socket.socket:
 class ThreadWorker:
     """One worker thread with its own event loop and ``Server``."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[socket.socket],
+        worker: WorkerIdentity | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
         self.name = f"pounce-worker-{next(_names)}"
         self._sockets = sockets
         self._own_sockets: list[socket.socket] = []
-        self.server = WorkerServer(config)
+        self.server = WorkerServer(config, worker=worker, telemetry=telemetry)
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._exitcode: int | None = None
         self._abandoned = False
@@ -139,8 +151,10 @@ class ThreadWorker:
             time.sleep(0.02)
         return False
 
-    def terminate(self) -> None:
+    def terminate(self, reason: DrainReason | None = None) -> None:
         """Drain and exit: stop accepting, finish in-flight requests, run lifespan shutdown."""
+        if reason is not None:
+            self.server.drain_reason = reason
         self.server.should_exit = True
 
     def force_stop(self) -> None:
@@ -178,27 +192,43 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
     kind = "thread"
     plural = "threads"
     parent_name = "server"
+    mode = "thread"
 
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
         # The config (and so the app) the next worker is started with; SIGHUP may load a new one.
-        self.generation = config
+        self.generation_config = config
+        self.telemetry: Telemetry | None = None
 
     @property
     def threads(self) -> list[ThreadWorker]:
         return self._workers
 
-    def new_worker(self) -> ThreadWorker:
-        if not self.generation.loaded:
-            self.generation.load()
-        return ThreadWorker(self.generation, self.sockets)
+    def run(self) -> None:
+        if not self.config.loaded:
+            self.config.load()
+        cfg = self.config.server_config
+        if cfg.metrics_address is not None or cfg.otel:
+            self.telemetry = Telemetry.in_process(cfg.metrics_address, cfg.otel)
+        try:
+            super().run()
+        finally:
+            if self.telemetry is not None:
+                self.telemetry.close()
+
+    def new_worker(self, reason: StartReason = "initial") -> ThreadWorker:
+        if not self.generation_config.loaded:
+            self.generation_config.load()
+        return ThreadWorker(
+            self.generation_config, self.sockets, worker=self.next_identity(reason), telemetry=self.telemetry
+        )
 
     def restart_all(self) -> None:
-        if self.config.factory:
+        if self.config.factory and not self.stopping.is_set():
             fresh = self._load_generation()
             if fresh is None:
                 return
-            self.generation = fresh
+            self.generation_config = fresh
         super().restart_all()
 
     def _load_generation(self) -> Config | None:

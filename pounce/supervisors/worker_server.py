@@ -15,14 +15,22 @@ import socket
 from collections.abc import Callable
 
 from pounce.config import Config
+from pounce.observability.runtime import Telemetry, WorkerIdentity
 from pounce.server import Server
 
 logger = logging.getLogger("uvicorn.error")
 
 
 class WorkerServer(Server):
-    def __init__(self, config: Config, on_recycle: Callable[[], None] | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: Config,
+        on_recycle: Callable[[], None] | None = None,
+        *,
+        worker: WorkerIdentity | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        super().__init__(config, worker=worker, telemetry=telemetry)
         self.recycle_requested = False
         self.on_recycle = on_recycle
         # The loop this server runs on, so a supervisor thread can post health checks to it.

@@ -1,0 +1,257 @@
+"""What the protocols call to report a connection, a request, a WebSocket or a stream: one function each.
+
+Every function takes the worker's bus, and the caller has already checked that events are on::
+
+    events = self.server_state.events        # None while nobody listens
+    if events is not None:
+        self.request = hooks.request_started(events, self.connection_id, scope, head_parsed)
+
+With nobody listening that is the whole cost: one attribute load and one ``is None``; no event, no
+timestamp, no id. Each function builds its event (stamping ``time.monotonic()`` unless given a
+reading the protocol already took) and emits it; the ones that open something return what the
+matching close needs (an id, or the ``RequestStarted`` event that later events carry).
+
+Pairing is the caller's part of the contract (see ``pounce.observability.events``): a connection
+reported opened is reported closed, a started request ends with exactly one ``response_completed``
+or ``client_disconnected``; a connection or request that began while events were off (no id, no
+``RequestStarted`` kept) is not reported when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pounce._types import Scope
+from pounce.observability.bus import EventBus
+from pounce.observability.events import (
+    Address,
+    ClientDisconnected,
+    ConnectionClosed,
+    ConnectionOpened,
+    Initiator,
+    ProtocolName,
+    RequestFailed,
+    RequestStarted,
+    ResponseCompleted,
+    ResponseStarted,
+    StreamReset,
+    WebSocketAccepted,
+    WebSocketClosed,
+    WebSocketRejected,
+    exception_type_name,
+)
+
+
+def connection_opened(events: EventBus, protocol: ProtocolName, peer: Address | None, tls: bool) -> int:
+    """Report a new connection; returns its id (keep it on the protocol instance)."""
+    connection_id = events.next_connection_id()
+    events.emit(
+        ConnectionOpened(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            protocol=protocol,
+            peer=peer,
+            tls=tls,
+        )
+    )
+    return connection_id
+
+
+def connection_closed(
+    events: EventBus,
+    connection_id: int,
+    protocol: ProtocolName,
+    requests_served: int,
+    upgraded_to: ProtocolName | None = None,
+) -> None:
+    events.emit(
+        ConnectionClosed(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            protocol=protocol,
+            requests_served=requests_served,
+            upgraded_to=upgraded_to,
+        )
+    )
+
+
+def request_started(
+    events: EventBus, connection_id: int, scope: Scope, head_parsed: float | None = None, stream_id: int | None = None
+) -> RequestStarted:
+    """Report a parsed request head (``head_parsed``: when, by ``time.monotonic()``); keep the returned event."""
+    started = RequestStarted(
+        time=time.monotonic() if head_parsed is None else head_parsed,
+        worker_id=events.worker_id,
+        connection_id=connection_id,
+        request_id=events.next_request_id(),
+        method=scope["method"],
+        path=scope["path"],
+        http_version=scope["http_version"],
+        stream_id=stream_id,
+        scope=scope,
+    )
+    events.emit(started)
+    return started
+
+
+def response_started(events: EventBus, request: RequestStarted, status: int) -> None:
+    events.emit(
+        ResponseStarted(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=request.connection_id,
+            request_id=request.request_id,
+            status=status,
+        )
+    )
+
+
+def response_completed(
+    events: EventBus,
+    request: RequestStarted,
+    status: int,
+    body_bytes: int,
+    app_called: float,
+    first_byte: float,
+    now: float | None = None,
+) -> None:
+    """Report the last response byte handed to the connection; the durations start at ``request.time``."""
+    end = time.monotonic() if now is None else now
+    head_parsed = request.time
+    events.emit(
+        ResponseCompleted(
+            time=end,
+            worker_id=events.worker_id,
+            connection_id=request.connection_id,
+            request_id=request.request_id,
+            status=status,
+            body_bytes=body_bytes,
+            queue_seconds=max(app_called - head_parsed, 0.0),
+            first_byte_seconds=max(first_byte - app_called, 0.0),
+            total_seconds=max(end - head_parsed, 0.0),
+            request=request,
+        )
+    )
+
+
+def client_disconnected(events: EventBus, request: RequestStarted, response_started: bool, body_bytes: int) -> None:
+    events.emit(
+        ClientDisconnected(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=request.connection_id,
+            request_id=request.request_id,
+            response_started=response_started,
+            body_bytes=body_bytes,
+            request=request,
+        )
+    )
+
+
+def request_failed(
+    events: EventBus, request: RequestStarted, error: BaseException | None, message: str, sent_500: bool
+) -> None:
+    events.emit(
+        RequestFailed(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=request.connection_id,
+            request_id=request.request_id,
+            exception_type=exception_type_name(error) if error is not None else None,
+            error=error,
+            message=message,
+            sent_500=sent_500,
+            request=request,
+        )
+    )
+
+
+def websocket_accepted(events: EventBus, connection_id: int, scope: Scope, subprotocol: str | None) -> int:
+    """Report an accepted WebSocket; returns its request id (for ``websocket_closed``)."""
+    request_id = events.next_request_id()
+    events.emit(
+        WebSocketAccepted(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            request_id=request_id,
+            path=scope["path"],
+            subprotocol=subprotocol,
+            scope=scope,
+        )
+    )
+    return request_id
+
+
+def websocket_rejected(events: EventBus, connection_id: int, scope: Scope, status: int) -> None:
+    events.emit(
+        WebSocketRejected(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            request_id=events.next_request_id(),
+            path=scope["path"],
+            status=status,
+        )
+    )
+
+
+def websocket_closed(
+    events: EventBus,
+    connection_id: int,
+    request_id: int,
+    close_code: int,
+    initiator: Initiator,
+    messages_received: int,
+    messages_sent: int,
+) -> None:
+    events.emit(
+        WebSocketClosed(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            request_id=request_id,
+            close_code=close_code,
+            initiator=initiator,
+            messages_received=messages_received,
+            messages_sent=messages_sent,
+        )
+    )
+
+
+def stream_reset(
+    events: EventBus,
+    connection_id: int,
+    stream_id: int,
+    request_id: int | None,
+    error_code: int,
+    initiator: Initiator,
+) -> None:
+    events.emit(
+        StreamReset(
+            time=time.monotonic(),
+            worker_id=events.worker_id,
+            connection_id=connection_id,
+            stream_id=stream_id,
+            request_id=request_id,
+            error_code=error_code,
+            initiator=initiator,
+        )
+    )
+
+
+__all__ = [
+    "client_disconnected",
+    "connection_closed",
+    "connection_opened",
+    "request_failed",
+    "request_started",
+    "response_completed",
+    "response_started",
+    "stream_reset",
+    "websocket_accepted",
+    "websocket_closed",
+    "websocket_rejected",
+]

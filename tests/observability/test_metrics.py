@@ -1,0 +1,217 @@
+"""``--metrics``: the Prometheus handler and the /metrics listener, in one process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from click.testing import CliRunner  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from pounce.config import Config, ConfigError  # noqa: E402
+from pounce.main import main  # noqa: E402
+from pounce.observability import events as ev  # noqa: E402
+from pounce.observability.metrics import MetricsEndpoint, PrometheusMetrics, parse_address  # noqa: E402
+from tests.supervisors.serving import free_port  # noqa: E402
+from tests.utils import run_server  # noqa: E402
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a scrape, 0 if absent; labels not given are summed over."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def scrape(registry: CollectorRegistry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
+
+
+def request(method: str = "GET", status: int = 200, version: str = "1.1", size: int = 100,
+            duration: float = 0.02, worker: int = 1, request_id: int = 1) -> tuple[ev.RequestStarted, ev.ResponseCompleted]:
+    scope = {"type": "http", "method": method, "scheme": "http", "path": "/", "headers": []}
+    started = ev.RequestStarted(time=0.0, worker_id=worker, connection_id=1, request_id=request_id, method=method,
+                                path="/", http_version=version, stream_id=1 if version == "2" else None, scope=scope)
+    done = ev.ResponseCompleted(time=duration, worker_id=worker, connection_id=1, request_id=request_id, status=status,
+                                body_bytes=size, queue_seconds=0.0, first_byte_seconds=0.0, total_seconds=duration,
+                                request=started)
+    return started, done
+
+
+def test_requests_become_semantic_convention_histograms_and_pounce_counters() -> None:
+    metrics = PrometheusMetrics()
+    for method, status, version in [("GET", 200, "1.1"), ("GET", 200, "1.1"), ("POST", 503, "2"), ("BREW", 418, "1.1")]:
+        started, done = request(method, status, version)
+        metrics(started)
+        metrics(done)
+    started, _ = request("GET")
+    metrics(started)  # still in flight
+    text = scrape(metrics.registry)
+    assert sample(text, "http_server_request_duration_seconds_count") == 4
+    assert sample(text, "http_server_request_duration_seconds_count", http_request_method="GET",
+                  http_response_status_code="200", network_protocol_version="1.1", url_scheme="http") == 2
+    assert sample(text, "http_server_request_duration_seconds_bucket", http_request_method="POST", le="0.025") == 1
+    assert sample(text, "http_server_response_body_size_bytes_sum") == 400
+    assert sample(text, "pounce_http_requests_total", http_request_method="GET", status_class="2xx",
+                  protocol="http/1.1") == 2
+    assert sample(text, "pounce_http_requests_total", status_class="5xx", protocol="h2") == 1
+    assert sample(text, "pounce_http_requests_total", http_request_method="_OTHER", status_class="4xx") == 1
+    assert sample(text, "http_server_active_requests", http_request_method="GET") == 1
+
+
+def test_connections_websockets_streams_errors_and_workers() -> None:
+    metrics = PrometheusMetrics()
+    for cid, protocol in [(1, "http/1.1"), (2, "h2"), (3, "http/1.1")]:
+        metrics(ev.ConnectionOpened(time=0, worker_id=1, connection_id=cid, protocol=protocol, peer=None, tls=False))  # type: ignore[arg-type]
+    metrics(ev.ConnectionClosed(time=0, worker_id=1, connection_id=3, protocol="http/1.1", requests_served=1,
+                                upgraded_to="websocket"))
+    metrics(ev.ConnectionOpened(time=0, worker_id=1, connection_id=3, protocol="websocket", peer=None, tls=False))
+    metrics(ev.WebSocketAccepted(time=0, worker_id=1, connection_id=3, request_id=1, path="/ws", subprotocol=None,
+                                 scope={}))
+    metrics(ev.WebSocketClosed(time=0, worker_id=1, connection_id=3, request_id=1, close_code=1000, initiator="client",
+                               messages_received=5, messages_sent=7))
+    metrics(ev.StreamReset(time=0, worker_id=1, connection_id=2, stream_id=3, request_id=None, error_code=8,
+                           initiator="client"))
+    started, _ = request()
+    metrics(started)
+    metrics(ev.RequestFailed(time=0, worker_id=1, connection_id=1, request_id=1, exception_type="ValueError",
+                             error=ValueError(), message="Exception in ASGI application", sent_500=False, request=started))
+    metrics(ev.ClientDisconnected(time=0, worker_id=1, connection_id=1, request_id=1, response_started=True,
+                                  body_bytes=3, request=started))
+    for wid, reason in [(1, "initial"), (2, "initial"), (3, "restart")]:
+        metrics(ev.WorkerStarted(time=0, worker_id=wid, mode="thread", generation=0, pid=1, reason=reason))  # type: ignore[arg-type]
+    metrics(ev.WorkerDraining(time=0, worker_id=1, mode="thread", generation=0, reason="restart"))
+    metrics(ev.WorkerStopped(time=0, worker_id=1, mode="thread", generation=0, requests_served=0))
+    text = scrape(metrics.registry)
+    assert sample(text, "pounce_open_connections", protocol="http/1.1") == 1
+    assert sample(text, "pounce_open_connections", protocol="h2") == 1
+    assert sample(text, "pounce_open_connections", protocol="websocket") == 1
+    assert sample(text, "pounce_connections_total") == 4
+    assert sample(text, "pounce_websocket_connections") == 0
+    assert sample(text, "pounce_websocket_messages_total", direction="received") == 5
+    assert sample(text, "pounce_websocket_messages_total", direction="sent") == 7
+    assert sample(text, "pounce_http2_stream_resets_total", initiator="client") == 1
+    assert sample(text, "pounce_app_errors_total", error_type="ValueError") == 1
+    assert sample(text, "pounce_client_disconnects_total", protocol="http/1.1") == 1
+    assert sample(text, "http_server_active_requests") == 0
+    assert sample(text, "pounce_workers", mode="thread") == 2
+    assert sample(text, "pounce_worker_restarts_total", reason="restart") == 1
+    assert sample(text, "pounce_worker_drains_total", reason="restart") == 1
+
+
+def test_one_handler_called_from_many_threads_counts_exactly() -> None:
+    metrics = PrometheusMetrics()
+    per_thread = 2000
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        pairs = [request(worker=n, request_id=i, status=200 + (i % 3) * 100) for i in range(per_thread)]
+        barrier.wait()
+        for started, done in pairs:
+            metrics(started)
+            metrics(done)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = scrape(metrics.registry)
+    assert sample(text, "pounce_http_requests_total") == 8 * per_thread
+    assert sample(text, "http_server_request_duration_seconds_count") == 8 * per_thread
+    assert sample(text, "http_server_active_requests") == 0
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_address(":9100") == ("0.0.0.0", 9100)
+    assert parse_address("[::1]:9100") == ("::1", 9100)
+    for bad in ("9100", "host:", "host:0", "host:99999", "::1:9100", "h:p"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_the_endpoint_serves_metrics_only_at_slash_metrics() -> None:
+    metrics = PrometheusMetrics()
+    started, done = request()
+    metrics(started)
+    metrics(done)
+    endpoint = MetricsEndpoint("127.0.0.1", 0, metrics.registry)
+    try:
+        response = httpx.get(endpoint.url)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert sample(response.text, "pounce_http_requests_total") == 1
+        base = endpoint.url.removesuffix("/metrics")
+        assert httpx.get(base + "/").status_code == 404
+        assert httpx.get(base + "/other").status_code == 404
+        openmetrics = httpx.get(endpoint.url, headers={"accept": "application/openmetrics-text"})
+        assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    finally:
+        endpoint.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(endpoint.url, timeout=2)
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def test_a_single_server_serves_metrics_on_its_own_port_and_closes_it() -> None:
+    port = free_port()
+    with run_server(hello, metrics=f"127.0.0.1:{port}") as server:
+        assert server.port != port
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert sample(text, "pounce_workers", mode="single") == 1
+        # The app's port does not answer /metrics with metrics: the app does.
+        assert httpx.get(f"{server.url}/metrics").text == "hello"
+        # The app's own prometheus-client metrics (default registry) are in the same scrape.
+        assert "python_info" in text or "process_" in text
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+        except httpx.ConnectError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the metrics listener outlived the server")
+
+
+def test_metrics_option_errors() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        Config(hello, metrics="nope")
+    with pytest.raises(ConfigError, match="own address"):
+        Config(hello, port=8000, metrics="127.0.0.1:8000")
+    with pytest.raises(ConfigError, match="own address"):
+        Config(hello, host="0.0.0.0", port=8000, metrics="127.0.0.1:8000")
+    assert Config(hello, port=8000, metrics="127.0.0.1:8001").metrics_address == ("127.0.0.1", 8001)
+
+
+@pytest.mark.parametrize("value", ["nope", "127.0.0.1:8000", "[::1"])
+def test_metrics_cli_errors_exit_2(value: str) -> None:
+    result = CliRunner().invoke(main, ["tests.observability.apps:app", "--port", "8000", "--metrics", value])
+    assert result.exit_code == 2, result.output
+    assert "metrics" in result.output
+
+
+def test_metrics_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unittest import mock
+
+    monkeypatch.setenv("POUNCE_METRICS", "127.0.0.1:9999")
+    with mock.patch("pounce.main.run") as run:
+        assert CliRunner().invoke(main, ["tests.observability.apps:app"]).exit_code == 0
+    assert run.call_args.kwargs["metrics"] == "127.0.0.1:9999"
