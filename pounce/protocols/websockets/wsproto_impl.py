@@ -2,52 +2,40 @@
 
 The HTTP protocol hands over the connection on an upgrade request: it builds this protocol,
 calls ``connection_made(transport)``, replays the raw request head (plus any bytes already
-read) through ``data_received`` and switches the transport to us.
-
-wsproto (the ``ws`` extra) does what it is best at: it validates the upgrade request, negotiates
-permessage-deflate, and writes the 101, 403, 500 and ``websocket.http.response`` answers. Once
-the connection is accepted, frames go through ``frames.FrameReader`` and ``frames.encode_frame``
-instead of wsproto's frame layer: one pass over each frame, one unmasking copy, no
-per-frame objects, and permessage-deflate (RFC 7692) with a decompression budget, so that a
-small compressed frame cannot inflate past ``ws_max_size``. That makes a small message about six
-times cheaper than on Uvicorn's wsproto path; at 64 KiB the gain is about 1.3x, because there
-unmasking the payload (pure Python, see ``frames.unmask``) is most of the work on both.
+read) through ``data_received`` and switches the transport to us. ``handshake`` (wsproto) checks
+the request, negotiates permessage-deflate and writes the 101/4xx/500 answers; then frames go
+through ``frames.FrameReader`` and ``frames.encode_frame``, about six times cheaper per small
+message than Uvicorn's wsproto path (1.3x at 64 KiB, where unmasking dominates both).
 
 Behaviour follows Uvicorn's wsproto implementation (ASGI events, close codes, log lines, reads
 paused while a received message waits for the app). Differences, all on purpose:
 
 * ``websocket.send`` output is coalesced: what the app sends before it next yields to the event
-  loop goes out in one ``write``, flushed at once past 64 KiB so that the transport's write
-  flow control still applies;
-* protocol errors (bad UTF-8, bad opcodes, unmasked or malformed frames) are answered with a
-  close frame carrying the right code (1002/1007) instead of a bare TCP close, and a send after
-  such a failure raises ``ClientDisconnected`` like a send after the peer left;
-* ``receive()`` after the disconnect message returns the disconnect message again instead of
-  waiting forever;
+  loop goes out in one ``write``, flushed at once past 64 KiB so that flow control still applies;
+* protocol errors are answered with a close frame carrying the right code (1002/1007/1009)
+  instead of a bare TCP close, once the app has the messages that came before the bad frame;
+  a send after that raises ``ClientDisconnected`` like a send after the peer left;
+* ``receive()`` after the disconnect message returns it again instead of waiting forever;
 * wsproto drops ``sec-websocket-protocol`` and ``sec-websocket-extensions`` from the request
   headers; they are put back in the scope.
 
-``ws_max_queue`` needs no separate limit here: reads pause as soon as one message waits, so at
-most one read's worth of messages is ever queued.
+What one connection can hold (see also ``frames``): at most ``ws_max_queue`` messages wait for
+the app (a read is parsed that many frames a turn, and no further while any wait); a message
+being assembled is at most ``ws_max_size`` bytes; while the peer does not take our writes we
+stop reading, keep one pong, and drop it after ``--timeout-write``, which also bounds a close
+whose last bytes the peer never reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from typing import Any, Literal, cast
-from urllib.parse import unquote
-
-import h11
-import wsproto
-from wsproto import ConnectionType, events
-from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from pounce._types import ASGI3Application, ASGISendEvent, Message, Scope
 from pounce.logging import TRACE_LOG_LEVEL
+from pounce.protocols.http.flow_control import FlowControl
 from pounce.protocols.websockets.frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -62,6 +50,8 @@ from pounce.protocols.websockets.frames import (
     encode_frame,
     frame_header,
 )
+from pounce.protocols.websockets.handshake import Handshake, RemoteProtocolError, build_scope
+from pounce.protocols.websockets.keepalive import Keepalive
 from pounce.protocols.utils import (
     ClientDisconnected,
     get_client_addr,
@@ -78,6 +68,11 @@ CLOSE_TIMEOUT = 10.0
 # Bytes a client may send after its upgrade request and before the app accepts; beyond this we
 # stop reading until the handshake is decided, so a flood cannot grow memory without bound.
 _EARLY_DATA_LIMIT = 64 * 1024
+
+# Frames parsed per event-loop turn at most (fewer if ws_max_queue is lower): a read of tiny
+# frames (256 KiB of empty pings is 43690 of them) is worked through a slice at a time, so one
+# client cannot hold the loop for long, and the rest waits (reading paused) for the next turn.
+FRAMES_PER_TURN = 1024
 
 # Coalesced websocket.send output is written at once past this size, so that the transport
 # sees the data (and can pause us) before an app that never yields fills memory.
@@ -111,9 +106,14 @@ class WSProtocol(asyncio.Protocol):
         self.app_state = app_state
         self.max_size: int = settings.ws_max_size
         self.max_queue: int = settings.ws_max_queue
+        # ws_max_queue: messages wait for the app only when the inbox is empty, at most this many a turn.
+        self.frame_budget = max(1, min(self.max_queue, FRAMES_PER_TURN))
+        self.parse_scheduled = False
         self.per_message_deflate: bool = settings.ws_per_message_deflate
         self.ping_interval: float | None = settings.ws_ping_interval
         self.ping_timeout: float | None = settings.ws_ping_timeout
+        # The write-stall deadline (--timeout-write); Uvicorn-style configs have none.
+        self.write_timeout: float | None = getattr(settings, "timeout_write", None)
 
         # Shared server state
         self.server_state = server_state
@@ -128,7 +128,7 @@ class WSProtocol(asyncio.Protocol):
         self.scope: Scope = {}
 
         # Handshake (wsproto), then frames (FrameReader, encode_frame)
-        self.conn = wsproto.WSConnection(connection_type=ConnectionType.SERVER)
+        self.handshake = Handshake()
         self.reader: FrameReader | None = None
         self.deflate: Deflate | None = None
         self.request_seen = False
@@ -139,6 +139,9 @@ class WSProtocol(asyncio.Protocol):
         self.disconnected = False
         self.close_timer: asyncio.TimerHandle | None = None
         self.close_timeout = CLOSE_TIMEOUT
+        self.linger_timer: asyncio.TimerHandle | None = None
+        # A protocol violation that waits for the app to take the messages that came before it
+        self.deferred_failure: tuple[int, str] | None = None
         self.early_data = bytearray()
 
         # Messages for the app. A deque and one shared wake-up future are much cheaper per
@@ -149,24 +152,21 @@ class WSProtocol(asyncio.Protocol):
         self.disconnect_queued = False
         self.final_message: Message | None = None
 
-        # Write flow control, and websocket.send output waiting for the end of this loop turn
-        self.writable = asyncio.Event()
-        self.writable.set()
+        # Write flow control (pause/resume, the write-stall deadline), and websocket.send output
+        # waiting for the end of this loop turn
+        self.flow: FlowControl = None  # type: ignore[assignment]
         self.outbox: list[bytes] = []
         self.outbox_size = 0
 
-        # Keepalive state
-        self.ping_timer: asyncio.TimerHandle | None = None
-        self.pong_timer: asyncio.TimerHandle | None = None
-        self.pending_ping_payload: bytes | None = None
-        self.ping_sent_at = 0.0
-        self.last_ping_rtt = 0.0
+        self.keepalive = Keepalive(self.loop, self.ping_interval, self.ping_timeout, self._send_ping, self.keepalive_timeout)
+        self.pong_due: bytes | None = None  # the latest ping left unanswered while writes were paused
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connections.add(self)
         self.transport = cast(asyncio.Transport, transport)
+        self.flow = FlowControl(self.transport, self.write_timeout, self._write_stalled)
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "wss" if is_ssl(transport) else "ws"
@@ -174,7 +174,7 @@ class WSProtocol(asyncio.Protocol):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection made", self._prefix())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stop_keepalive()
+        self.keepalive.stop()
         self.outbox.clear()
         # Uvicorn's codes: 1006 before the handshake completed, 1005 ("no status") after.
         self._put_disconnect({"type": "websocket.disconnect", "code": 1005 if self.handshake_complete else 1006})
@@ -183,9 +183,13 @@ class WSProtocol(asyncio.Protocol):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection lost", self._prefix())
         self.handshake_complete = True
         self.disconnected = True
-        # asyncio never calls resume_writing() on a transport lost while paused.
-        self.writable.set()
+        self.deferred_failure = None
+        # asyncio never calls resume_writing() on a transport lost while paused: wake send().
+        self.flow.resume_writing()
         self._cancel_close_timer()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+            self.linger_timer = None
         if exc is None:
             self.transport.close()
 
@@ -199,13 +203,7 @@ class WSProtocol(asyncio.Protocol):
                 # Bytes after the closing handshake (a late pong, say): the session is over.
                 self._close_transport()
                 return
-            try:
-                frames = reader.feed(data)
-            except ProtocolViolation as violation:
-                self.fail(violation.code, violation.reason)
-                return
-            if frames:
-                self.handle_frames(frames)
+            self.feed(reader, data)
         elif self.request_seen:
             if not self.handshake_complete:
                 # The client spoke before our 101: hold the bytes until the app decides.
@@ -216,15 +214,58 @@ class WSProtocol(asyncio.Protocol):
         else:
             self.handle_handshake_data(data)
 
+    def feed(self, reader: FrameReader, data: bytes) -> None:
+        try:
+            frames = reader.feed(data, self.frame_budget)
+        except ProtocolViolation as violation:
+            # The frames before the bad one count (a message completed in this read is the app's);
+            # nothing after it is even parsed.
+            if violation.events:
+                self.handle_frames(violation.events)
+            self.fail_after_queued(violation.code, violation.reason)
+            return
+        if frames:
+            self.handle_frames(frames)
+        if reader.has_held:
+            # The budget ran out: no more reads until the held frames are parsed, on a later turn
+            # (once the app has taken the messages, if any; see _maybe_resume_reading).
+            self._pause_reading()
+            self._maybe_resume_reading()
+
+    def _parse_held(self) -> None:
+        self.parse_scheduled = False
+        reader = self.reader
+        if reader is None or self.peer_closed or self.disconnected:
+            return
+        self.feed(reader, b"")
+        self._maybe_resume_reading()
+
     def pause_writing(self) -> None:
-        self.writable.clear()
+        # The peer is not taking what we send (the transport's buffer is past its high-water mark):
+        # stop reading too, so that it cannot make us answer more (pongs, echoes) meanwhile, and
+        # start the write-stall deadline (FlowControl): --timeout-write later it is dropped.
+        self.flow.pause_writing()
+        self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.flow.resume_writing()
+        if self.pong_due is not None:
+            payload, self.pong_due = self.pong_due, None
+            if not self.close_sent:
+                self._write(encode_frame(OP_PONG, payload))
+        self._maybe_resume_reading()
+
+    def _write_stalled(self) -> None:
+        """--timeout-write passed with the peer taking nothing: not even a close frame would get
+        through, so the connection is dropped (the app sees 1006, abnormal closure)."""
+        self.keepalive.stop()
+        self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
+        self.disconnected = True  # send() raises from now on, before connection_lost comes
+        self.transport.abort()
 
     def shutdown(self) -> None:
         """Server shutdown: close open WebSockets with 1012 (service restart)."""
-        self.stop_keepalive()
+        self.keepalive.stop()
         if self.close_sent or self.disconnected or self.peer_closed:
             self._cancel_close_timer()
             self._close_transport()
@@ -246,68 +287,28 @@ class WSProtocol(asyncio.Protocol):
 
     def handle_handshake_data(self, data: bytes) -> None:
         try:
-            self.conn.receive_data(data)
-            for event in self.conn.events():
-                if isinstance(event, events.Request):
-                    self.handle_connect(event)
-                    break
+            request = self.handshake.receive(data)
         except RemoteProtocolError as err:
-            self.reject_handshake(err)
-
-    def reject_handshake(self, err: RemoteProtocolError) -> None:
-        """A malformed upgrade request: answer with wsproto's status (400 or 426) and the reason."""
-        self.logger.warning("Invalid WebSocket upgrade request: %s", err)
-        hint = err.event_hint
-        status = hint.status_code if isinstance(hint, events.RejectConnection) else 400
-        headers = list(hint.headers) if isinstance(hint, events.RejectConnection) else []
-        body = f"Invalid WebSocket upgrade request: {err}\n".encode()
-        headers += [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        try:
-            output = self.conn.send(events.RejectConnection(status_code=status, headers=headers, has_body=True))
-            output += self.conn.send(events.RejectData(data=body))
-        except (LocalProtocolError, h11.LocalProtocolError):
-            output = b""  # the request was not even HTTP: nothing sensible to answer
-        if output:
-            self._write(output)
-        self._close_transport()
-
-    def handle_connect(self, event: events.Request) -> None:
+            # A malformed upgrade request: wsproto's status (400 or 426) and the reason.
+            self.logger.warning("Invalid WebSocket upgrade request: %s", err)
+            output = self.handshake.reject(err)
+            if output:
+                self._write(output)
+            self._close_transport()
+            return
+        if request is None:
+            return
         self.request_seen = True
-        # Bytes that followed the request head in the same read sit in wsproto's HTTP parser,
-        # which never hands them on after the upgrade: take them now.
-        h11_conn = getattr(self.conn.handshake, "_h11_connection", None)
-        trailing = getattr(h11_conn, "trailing_data", (b"", False))[0]
-        if trailing:
-            self.early_data += trailing
-        headers: list[tuple[bytes, bytes]] = [(b"host", event.host.encode())]
-        headers += [(key.lower(), value) for key, value in event.extra_headers]
-        # wsproto strips these two from extra_headers; ASGI apps expect every request header.
-        if event.subprotocols:
-            headers.append((b"sec-websocket-protocol", ", ".join(event.subprotocols).encode()))
-        if event.extensions:
-            offered = [ext if isinstance(ext, str) else ext.name for ext in event.extensions]
-            headers.append((b"sec-websocket-extensions", ", ".join(offered).encode()))
-        raw_path, _, query_string = event.target.partition("?")
-        self.scope = {
-            "type": "websocket",
-            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
-            "http_version": "1.1",
-            "scheme": self.scheme,
-            "server": self.server,
-            "client": self.client,
-            "root_path": self.root_path,
-            "path": self.root_path + unquote(raw_path),
-            "raw_path": self.root_path.encode("ascii") + raw_path.encode("ascii"),
-            "query_string": query_string.encode("ascii"),
-            "headers": headers,
-            "subprotocols": event.subprotocols,
-            "state": self.app_state.copy(),
-            "extensions": {"websocket.http.response": {}},
-        }
+        self.early_data += self.handshake.trailing_data()
+        self.scope = build_scope(
+            request,
+            scheme=self.scheme,
+            server=self.server,
+            client=self.client,
+            root_path=self.root_path,
+            asgi_version=self.asgi_version,
+            state=self.app_state.copy(),
+        )
         self._put({"type": "websocket.connect"})
         task = self.loop.create_task(self.run_asgi())
         task.add_done_callback(self.on_task_complete)
@@ -316,6 +317,7 @@ class WSProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ incoming frames
 
     def handle_frames(self, frames: list[FrameEvent]) -> None:
+        pings: list[bytes] | None = None
         for frame in frames:
             kind = frame[0]
             if kind == "message":
@@ -326,12 +328,34 @@ class WSProtocol(asyncio.Protocol):
                 if not self.read_paused:
                     self._pause_reading()
             elif kind == "ping":
-                if not self.close_sent:
-                    self._write(encode_frame(OP_PONG, frame[1]))
+                if pings is None:
+                    pings = [frame[1]]
+                else:
+                    pings.append(frame[1])
             elif kind == "pong":
-                self.handle_pong(frame[1])
+                self.keepalive.pong(frame[1])
             else:
+                if pings is not None:
+                    self.answer_pings(pings)  # before our close frame: nothing may follow it
+                    pings = None
                 self.handle_close(cast(int, frame[1]), cast(str, frame[2]))
+        if pings is not None:
+            self.answer_pings(pings)
+
+    def answer_pings(self, payloads: list[bytes]) -> None:
+        """Pongs for one read's pings (RFC 6455 5.5.2), in one write."""
+        if self.close_sent:
+            return
+        if self.flow.write_paused:
+            # The peer is not reading. RFC 6455 5.5.3 lets an endpoint that still owes pongs answer
+            # only the most recent ping: that one is all we keep, sent when writing resumes.
+            self.pong_due = payloads[-1]
+            return
+        self.pong_due = None  # superseded by the answers to these newer pings
+        if len(payloads) == 1:
+            self._write(encode_frame(OP_PONG, payloads[0]))
+        else:
+            self._write(b"".join([encode_frame(OP_PONG, payload) for payload in payloads]))
 
     def handle_close(self, code: int, reason: str) -> None:
         if self.close_sent:
@@ -342,15 +366,35 @@ class WSProtocol(asyncio.Protocol):
             return
         # The peer started the close: echo its code (RFC 6455 5.5.1), then drop TCP, as the
         # server should (RFC 6455 7.1.1).
-        self.stop_keepalive()
+        self.keepalive.stop()
         self.peer_closed = True
         self._write(encode_frame(OP_CLOSE, close_payload(code)))
         self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._close_transport()
 
+    def fail_after_queued(self, code: int, reason: str) -> None:
+        """Fail for a bad frame once the app has the messages that came before it.
+
+        RFC 6455 7.1.7 fails the connection at the bad frame, not before: a message completed
+        earlier in the same read is delivered, and the app's answer to it goes out ahead of our
+        close frame. Reading stays paused meanwhile (a message waits), so nothing after the bad
+        frame is read, and the reader would parse none of it anyway.
+        """
+        if self.inbox and not self.close_sent:
+            self.deferred_failure = (code, reason)
+            self._pause_reading()
+        else:
+            self.fail(code, reason)
+
+    def _fail_deferred(self) -> None:
+        if self.deferred_failure is not None:
+            code, reason = self.deferred_failure
+            self.deferred_failure = None
+            self.fail(code, reason)
+
     def fail(self, code: int, reason: str) -> None:
         """The peer broke the protocol (or sent too much): close with ``code`` and drop TCP."""
-        self.stop_keepalive()
+        self.keepalive.stop()
         if code != 1009:
             self.logger.debug("WebSocket protocol error from %s: %s", self._prefix() or "peer", reason)
         if not self.close_sent:
@@ -361,53 +405,15 @@ class WSProtocol(asyncio.Protocol):
         self._cancel_close_timer()
         self._close_transport()
 
-    def handle_pong(self, payload: bytes) -> None:
-        # Unsolicited pongs, and stale ones not matching the ping in flight, are ignored.
-        if self.pending_ping_payload is None or payload != self.pending_ping_payload:
-            return
-        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
-        self.pending_ping_payload = None
-        if self.pong_timer is not None:
-            self.pong_timer.cancel()
-            self.pong_timer = None
-            self.schedule_ping()
-
     # ------------------------------------------------------------------ keepalive
 
-    def start_keepalive(self) -> None:
-        if self.ping_interval is not None and self.ping_interval > 0:
-            self.schedule_ping()
-
-    def stop_keepalive(self) -> None:
-        if self.ping_timer is not None:
-            self.ping_timer.cancel()
-            self.ping_timer = None
-        if self.pong_timer is not None:
-            self.pong_timer.cancel()
-            self.pong_timer = None
-        self.pending_ping_payload = None
-
-    def schedule_ping(self) -> None:
-        assert self.ping_interval is not None
-        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
-        self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
-
-    def send_keepalive_ping(self) -> None:
-        self.ping_timer = None
+    def _send_ping(self, payload: bytes) -> bool:
         if self.close_sent or self.peer_closed or self.transport.is_closing():
-            return
-        # A random payload identifies this ping, so a stale pong cannot satisfy it.
-        self.pending_ping_payload = os.urandom(4)
-        self.ping_sent_at = self.loop.time()
-        self._write(encode_frame(OP_PING, self.pending_ping_payload))
-        if self.ping_timeout is not None and self.ping_timeout > 0:
-            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
-        else:
-            self.schedule_ping()
+            return False
+        self._write(encode_frame(OP_PING, payload))
+        return True
 
     def keepalive_timeout(self) -> None:
-        self.pong_timer = None
-        self.pending_ping_payload = None
         if self.close_sent or self.peer_closed or self.transport.is_closing():
             return
         if self.logger.isEnabledFor(TRACE_LOG_LEVEL):
@@ -451,17 +457,9 @@ class WSProtocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         self.response_started = True
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"connection", b"close"),
-            (b"content-length", b"21"),
-        ]
-        try:
-            output = self.conn.send(events.RejectConnection(status_code=500, headers=headers, has_body=True))
-            output += self.conn.send(events.RejectData(data=b"Internal Server Error"))
-        except (LocalProtocolError, h11.LocalProtocolError):  # pragma: no cover - defensive
-            return
-        self._write(output)
+        output = self.handshake.internal_error()
+        if output:
+            self._write(output)
 
     async def receive(self) -> Message:
         inbox = self.inbox
@@ -476,17 +474,19 @@ class WSProtocol(asyncio.Protocol):
         message = inbox.popleft()
         if message["type"] == "websocket.disconnect":
             self.final_message = message
-        elif self.read_paused and not inbox and self.handshake_complete:
-            # The app caught up: read again (the transport may be gone by now).
-            self.read_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+        elif not inbox and self.handshake_complete:
+            if self.deferred_failure is not None:
+                # The app has the last message before a bad frame: fail once it has dealt with it
+                # (what it sends in answer, before it next waits, still goes out first).
+                self.loop.call_soon(self._fail_deferred)
+            elif self.read_paused:
+                self._maybe_resume_reading()  # the app caught up: read again
         return message
 
     async def send(self, message: ASGISendEvent) -> None:
-        if not self.writable.is_set():
+        if self.flow.write_paused:
             self._flush()
-            await self.writable.wait()
+            await self.flow.drain()
         if self.disconnected:
             raise ClientDisconnected()
         message_type = message["type"]
@@ -499,7 +499,7 @@ class WSProtocol(asyncio.Protocol):
                 self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
                 self.handshake_complete = True
                 self.close_sent = True
-                self._write(self.conn.send(events.RejectConnection(status_code=403, headers=[])))
+                self._write(self.handshake.forbid())
                 self._close_transport()
             elif message_type == "websocket.http.response.start":
                 status = message.get("status")
@@ -511,7 +511,7 @@ class WSProtocol(asyncio.Protocol):
                 self._log_handshake("%d" % status)
                 self.handshake_complete = True
                 self.response_started = True
-                self._write(self.conn.send(events.RejectConnection(status_code=status, headers=headers, has_body=True)))
+                self._write(self.handshake.deny(status, headers))
             else:
                 raise RuntimeError(
                     "Expected ASGI message 'websocket.accept', 'websocket.close' "
@@ -546,7 +546,7 @@ class WSProtocol(asyncio.Protocol):
                 reason = message.get("reason", "") or ""
                 frame = encode_frame(OP_CLOSE, close_payload(code, reason))
                 self.close_sent = True
-                self.stop_keepalive()
+                self.keepalive.stop()
                 self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
                 if not self.transport.is_closing():
                     self._write(frame)
@@ -560,7 +560,7 @@ class WSProtocol(asyncio.Protocol):
             if message_type == "websocket.http.response.body":
                 finished = not message.get("more_body", False)
                 body = message.get("body", b"")
-                self._write(self.conn.send(events.RejectData(data=body, body_finished=finished)))
+                self._write(self.handshake.deny_body(body, finished))
                 if finished:
                     self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
                     self.close_sent = True
@@ -581,19 +581,13 @@ class WSProtocol(asyncio.Protocol):
         extra_headers = list(self.server_state.default_headers) + [
             (bytes(name), bytes(value)) for name, value in message.get("headers", [])
         ]
-        deflate = PerMessageDeflate() if self.per_message_deflate else None
-        extensions: list[Extension] = [deflate] if deflate is not None else []
         if self.transport.is_closing():
             return
-        output = self.conn.send(
-            events.AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=extra_headers)
-        )
-        if deflate is not None and deflate.enabled():
-            self.deflate = Deflate(deflate)
+        output, self.deflate = self.handshake.accept(subprotocol, extra_headers, self.per_message_deflate)
         self.reader = FrameReader(self.max_size, self.deflate)
         self.handshake_complete = True
         self._write(output)
-        self.start_keepalive()
+        self.keepalive.start()
         early, self.early_data = bytes(self.early_data), bytearray()
         if self.read_paused and not self.inbox:
             self.read_paused = False
@@ -612,11 +606,35 @@ class WSProtocol(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def _maybe_resume_reading(self) -> None:
+        """Read again once nothing holds reading back: no message waiting for the app, writes
+        flowing, no failure pending (the early-data limit is lifted by ``_accept``)."""
+        if (
+            self.read_paused
+            and not self.inbox
+            and not self.flow.write_paused
+            and self.deferred_failure is None
+            and self.handshake_complete
+            and not self.transport.is_closing()
+        ):
+            reader = self.reader
+            if reader is not None and reader.has_held:
+                # Frames already read come first; reading resumes once they are all parsed.
+                if not self.parse_scheduled:
+                    self.parse_scheduled = True
+                    self.loop.call_soon(self._parse_held)
+                return
+            self.read_paused = False
+            self.transport.resume_reading()
+
     def _await_close_reply(self) -> None:
         # Reading must go on, or the peer's close frame would never be seen.
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
+        if self.reader is not None and self.reader.has_held and not self.parse_scheduled:
+            self.parse_scheduled = True  # it may be among the frames already read
+            self.loop.call_soon(self._parse_held)
         if self.close_timer is None:
             self.close_timer = self.loop.call_later(self.close_timeout, self._close_transport)
 
@@ -660,6 +678,15 @@ class WSProtocol(asyncio.Protocol):
         if self.outbox:
             self._flush()
         self.transport.close()
+        # close() waits for the write buffer to drain, which a peer that does not read never lets
+        # happen: it gets --timeout-write to take the rest (our close frame included), then is dropped.
+        if (
+            self.linger_timer is None
+            and not self.disconnected
+            and self.write_timeout is not None
+            and self.transport.get_write_buffer_size()
+        ):
+            self.linger_timer = self.loop.call_later(self.write_timeout, self.transport.abort)
 
     def _put_disconnect(self, message: Message) -> None:
         # One disconnect per connection: a close frame followed by connection_lost (or a shutdown
