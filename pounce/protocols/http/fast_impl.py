@@ -33,6 +33,9 @@ from pounce.protocols.http.parser import (
 from pounce.server import ServerState
 
 _NO_BODY_STATUSES = frozenset((204, 304))
+# Pipelined requests one connection may have answered in one event-loop callback (see
+# _handle_buffered_requests): enough to keep pipelining cheap, few enough to stay fair.
+PIPELINE_BATCH = 32
 # Response header lines already validated and encoded, by (name, value): apps send the same few
 # headers (content-type, cache-control, ...) over and over. Framing headers (content-length,
 # transfer-encoding, connection) are never cached; they change how the response is sent. Bounded:
@@ -208,6 +211,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         self._scanned = 0
         self._empty_lines = 0  # bytes of empty lines dropped before the head now arriving
         self._handling = False
+        self._continue_scheduled = False
         self.pending_heads: list[FastCycle] = server_state.pending_heads
         self._body_reader: ContentLengthReader | ChunkedReader | None = None
         self.cycle: FastCycle | None = None
@@ -237,7 +241,17 @@ class FastHTTPProtocol(BaseHTTPProtocol):
 
     def _handle_buffered_requests(self) -> None:
         buf = self._buffer
+        budget = PIPELINE_BATCH
         while self.cycle is None and buf and not self.transport.is_closing():
+            budget -= 1
+            if budget < 0:
+                # Eager tasks (3.12+) answer a simple request inside this loop, so a buffer full of
+                # pipelined requests would be worked through in one callback while every other
+                # connection waits. Yield to the event loop between batches instead.
+                if not self._continue_scheduled:
+                    self._continue_scheduled = True
+                    self.loop.call_soon(self._continue_pipeline)
+                return
             if buf[0] == 0x0D:  # "\r": RFC 9112 §2.2 empty lines before a request, dropped as they come
                 skipped = leading_empty_lines(buf)
                 self._empty_lines += skipped
@@ -367,6 +381,15 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._handle_requests()
         else:
             self._arm_keepalive()
+        self._read_if_room()
+
+    def _continue_pipeline(self) -> None:
+        self._continue_scheduled = False
+        if self.cycle is None and self._buffer:
+            self._handle_requests()
+            self._read_if_room()
+
+    def _read_if_room(self) -> None:
         # Read again only once what is buffered has been worked down: resuming after every response
         # while pipelined requests keep arriving would let one connection's buffer grow without end.
         if self.flow.read_paused and len(self._buffer) <= HIGH_WATER_LIMIT:
