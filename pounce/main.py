@@ -13,7 +13,7 @@ import os
 import platform
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from configparser import RawConfigParser
 from typing import IO, Any, get_args
 
@@ -581,7 +581,7 @@ def run(
     h2_max_concurrent_streams: int = 100,
     h2_max_reset_rate: int = 100,
     h2_max_control_frame_rate: int = 500,
-    event_handlers: list[EventHandler | str] | None = None,
+    event_handlers: Sequence[EventHandler | str] | None = None,
     access_log_format: str | None = None,
     log_format: LogFormatType | str = "text",
     metrics: str | None = None,

@@ -44,9 +44,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pounce.observability.events import Event, ResponseCompleted
+from pounce.observability.events import ClientDisconnected, Event, ResponseCompleted
 
-# The record attribute holding the ResponseCompleted event (``extra={RECORD_ATTRIBUTE: event}``).
+# The record attribute holding the event (``extra={RECORD_ATTRIBUTE: event}``): a ResponseCompleted, or
+# the ClientDisconnected of a response that had started.
 RECORD_ATTRIBUTE = "pounce_response"
 UVICORN_MESSAGE = '%s - "%s %s HTTP/%s" %d'
 MISSING = "-"
@@ -70,7 +71,7 @@ class AccessEntry:
     worker_id: int | None = None
 
     @classmethod
-    def from_event(cls, event: ResponseCompleted) -> AccessEntry:
+    def from_event(cls, event: ResponseCompleted | ClientDisconnected) -> AccessEntry:
         scope = event.request.scope
         client = scope.get("client")
         query: bytes = scope.get("query_string", b"")
@@ -80,10 +81,10 @@ class AccessEntry:
             path=urllib.parse.quote(scope.get("path", event.request.path)),
             query=query.decode("latin-1"),
             http_version=event.request.http_version,
-            status=event.status,
+            status=event.status or 0,
             scheme=scope.get("scheme"),
             body_bytes=event.body_bytes,
-            duration=event.total_seconds,
+            duration=event.total_seconds if isinstance(event, ResponseCompleted) else event.time - event.request.time,
             headers=scope.get("headers", ()),
             request_id=f"{event.worker_id}-{event.request_id}",
             worker_id=event.worker_id,
@@ -105,7 +106,7 @@ class AccessEntry:
     @classmethod
     def from_record(cls, record: logging.LogRecord) -> AccessEntry | None:
         event = record.__dict__.get(RECORD_ATTRIBUTE)
-        if isinstance(event, ResponseCompleted):
+        if isinstance(event, (ResponseCompleted, ClientDisconnected)):
             return cls.from_event(event)
         args = record.args
         return cls.from_uvicorn_args(args) if isinstance(args, tuple) else None
@@ -264,10 +265,12 @@ def _field(name: str) -> Callable[[AccessEntry], str]:
 
 
 class AccessLogSubscriber:
-    """Writes one access record per ``ResponseCompleted``, on ``uvicorn.access``, as Uvicorn writes it.
+    """Writes one access record per response, on ``uvicorn.access``, as Uvicorn writes it.
 
-    The record's message and arguments are Uvicorn's, so the default line stays byte-for-byte
-    Uvicorn's under any formatter; the event rides along as ``record.pounce_response`` for
+    Uvicorn logs every response that started; so does this, at its end: on ``ResponseCompleted``, and
+    on ``ClientDisconnected`` when a response had started (with the bytes sent until then). The
+    record's message and arguments are Uvicorn's, so the default line stays byte-for-byte Uvicorn's
+    under any formatter; the event rides along as ``record.pounce_response`` for
     ``--access-log-format`` and ``--log-format json``. Stateless, so thread-safe.
     """
 
@@ -277,7 +280,9 @@ class AccessLogSubscriber:
         self.logger = logger or logging.getLogger("uvicorn.access")
 
     def __call__(self, event: Event) -> None:
-        if type(event) is not ResponseCompleted or not self.logger.isEnabledFor(logging.INFO):
+        if not isinstance(event, (ResponseCompleted, ClientDisconnected)) or event.status is None:
+            return
+        if not self.logger.isEnabledFor(logging.INFO):
             return
         entry = AccessEntry.from_event(event)
         self.logger.info(

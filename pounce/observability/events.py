@@ -165,9 +165,13 @@ class ResponseCompleted(RequestEvent):
 class ClientDisconnected(RequestEvent):
     """The connection (or stream) ended before the response was complete. A request's end."""
 
-    response_started: bool
+    status: int | None  # of the response that had started; None if none had
     body_bytes: int  # response body bytes sent before that
     request: RequestStarted
+
+    @property
+    def response_started(self) -> bool:
+        return self.status is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

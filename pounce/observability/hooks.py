@@ -42,9 +42,15 @@ from pounce.observability.events import (
 )
 
 
-def connection_opened(events: EventBus, protocol: ProtocolName, peer: Address | None, tls: bool) -> int:
-    """Report a new connection; returns its id (keep it on the protocol instance)."""
-    connection_id = events.next_connection_id()
+def connection_opened(
+    events: EventBus, protocol: ProtocolName, peer: Address | None, tls: bool, connection_id: int | None = None
+) -> int:
+    """Report a new connection; returns its id (keep it on the protocol instance).
+
+    ``connection_id``: the id it had under the protocol it was upgraded from (WebSocket), else a new one.
+    """
+    if connection_id is None:
+        connection_id = events.next_connection_id()
     events.emit(
         ConnectionOpened(
             time=time.monotonic(),
@@ -136,14 +142,15 @@ def response_completed(
     )
 
 
-def client_disconnected(events: EventBus, request: RequestStarted, response_started: bool, body_bytes: int) -> None:
+def client_disconnected(events: EventBus, request: RequestStarted, status: int | None, body_bytes: int) -> None:
+    """The connection or stream ended first; ``status``: of the response that had started, else None."""
     events.emit(
         ClientDisconnected(
             time=time.monotonic(),
             worker_id=events.worker_id,
             connection_id=request.connection_id,
             request_id=request.request_id,
-            response_started=response_started,
+            status=status,
             body_bytes=body_bytes,
             request=request,
         )

@@ -48,7 +48,7 @@ def test_failures_disconnects_websockets_and_resets() -> None:
     bus = EventBus(handlers=[seen.append])
     request = hooks.request_started(bus, 1, http_scope(version="2"), stream_id=3)
     hooks.request_failed(bus, request, ValueError("x"), "Exception in ASGI application", sent_500=False)
-    hooks.client_disconnected(bus, request, response_started=True, body_bytes=10)
+    hooks.client_disconnected(bus, request, status=200, body_bytes=10)
     hooks.stream_reset(bus, 1, 3, request.request_id, 8, "server")
     ws_scope = {"type": "websocket", "path": "/ws"}
     ws_id = hooks.websocket_accepted(bus, 2, ws_scope, "chat")
@@ -69,3 +69,26 @@ def test_the_access_log_subscriber_on_the_hooks(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         hooks.response_completed(bus, request, 404, 0, request.time, request.time)
     assert caplog.messages == ['127.0.0.1:5555 - "GET /p%20q HTTP/1.1" 404']
+
+
+def test_a_response_cut_short_is_still_logged_and_one_never_started_is_not(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus(handlers=[AccessLogSubscriber()])
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        started = hooks.request_started(bus, 1, http_scope("/stream"))
+        hooks.client_disconnected(bus, started, status=200, body_bytes=4096)
+        never = hooks.request_started(bus, 1, http_scope("/slow"))
+        hooks.client_disconnected(bus, never, status=None, body_bytes=0)
+    assert caplog.messages == ['127.0.0.1:5555 - "GET /stream HTTP/1.1" 200']
+    (record,) = caplog.records
+    event = record.__dict__["pounce_response"]
+    assert isinstance(event, ev.ClientDisconnected) and event.response_started and event.body_bytes == 4096
+
+
+def test_an_upgraded_connection_keeps_its_id() -> None:
+    seen: list[ev.Event] = []
+    bus = EventBus(handlers=[seen.append])
+    connection_id = hooks.connection_opened(bus, "http/1.1", None, tls=True)
+    hooks.connection_closed(bus, connection_id, "http/1.1", 1, upgraded_to="websocket")
+    assert hooks.connection_opened(bus, "websocket", None, tls=True, connection_id=connection_id) == connection_id
+    assert [(type(e).__name__, getattr(e, "protocol")) for e in seen] == [
+        ("ConnectionOpened", "http/1.1"), ("ConnectionClosed", "http/1.1"), ("ConnectionOpened", "websocket")]

@@ -88,7 +88,7 @@ def test_connections_websockets_streams_errors_and_workers() -> None:
     metrics(started)
     metrics(ev.RequestFailed(time=0, worker_id=1, connection_id=1, request_id=1, exception_type="ValueError",
                              error=ValueError(), message="Exception in ASGI application", sent_500=False, request=started))
-    metrics(ev.ClientDisconnected(time=0, worker_id=1, connection_id=1, request_id=1, response_started=True,
+    metrics(ev.ClientDisconnected(time=0, worker_id=1, connection_id=1, request_id=1, status=200,
                                   body_bytes=3, request=started))
     for wid, reason in [(1, "initial"), (2, "initial"), (3, "restart")]:
         metrics(ev.WorkerStarted(time=0, worker_id=wid, mode="thread", generation=0, pid=1, reason=reason))  # type: ignore[arg-type]
