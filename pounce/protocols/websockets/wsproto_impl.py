@@ -69,6 +69,9 @@ CLOSE_TIMEOUT = 10.0
 # stop reading until the handshake is decided, so a flood cannot grow memory without bound.
 _EARLY_DATA_LIMIT = 64 * 1024
 
+# After failing a connection we read and discard for at most this long before closing: see fail().
+FAIL_DRAIN_TIMEOUT = 2.0
+
 # Frames parsed per event-loop turn at most (fewer if ws_max_queue is lower): a read of tiny
 # frames (256 KiB of empty pings is 43690 of them) is worked through a slice at a time, so one
 # client cannot hold the loop for long, and the rest waits (reading paused) for the next turn.
@@ -140,6 +143,7 @@ class WSProtocol(asyncio.Protocol):
         self.close_timer: asyncio.TimerHandle | None = None
         self.close_timeout = CLOSE_TIMEOUT
         self.linger_timer: asyncio.TimerHandle | None = None
+        self.draining = False  # failed: our side is half-closed, what still comes is discarded
         # A protocol violation that waits for the app to take the messages that came before it
         self.deferred_failure: tuple[int, str] | None = None
         self.early_data = bytearray()
@@ -199,6 +203,8 @@ class WSProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         if reader is not None:
+            if self.draining:
+                return  # see fail()
             if self.peer_closed or (self.close_sent and self.close_timer is None):
                 # Bytes after the closing handshake (a late pong, say): the session is over.
                 self._close_transport()
@@ -403,7 +409,23 @@ class WSProtocol(asyncio.Protocol):
             self._write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self.peer_closed = True
         self._cancel_close_timer()
-        self._close_transport()
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            self._close_transport()
+            return
+        # A peer that broke the protocol may well still be sending. Closing the socket with its
+        # bytes unread makes the kernel answer with a RST, and a RST can destroy our close frame
+        # before the peer has read it, code and all (RFC 6455 7.1.7 wants it to learn why). So
+        # half-close (FIN after the close frame), read and discard whatever still comes, and close
+        # once the peer does, or after FAIL_DRAIN_TIMEOUT.
+        self._flush()
+        transport.write_eof()
+        self.draining = True
+        self.deferred_failure = None
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.close_timer = self.loop.call_later(FAIL_DRAIN_TIMEOUT, self._close_transport)
 
     # ------------------------------------------------------------------ keepalive
 
