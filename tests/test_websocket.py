@@ -139,13 +139,15 @@ class RawClient:
         """The next server frame as (opcode, payload), or None once the server closed TCP."""
         deadline = time.monotonic() + timeout
         while True:
-            if len(self.buffer) >= 2:
-                n = self.buffer[1] & 0x7F
-                offset = 2
+            n = self.buffer[1] & 0x7F if len(self.buffer) >= 2 else 0
+            offset = 2 if n < 126 else 4 if n == 126 else 10
+            # The whole header first: a read may end inside the extended length (the slow-reader
+            # test's 64 KiB frames did, now and then, and failed on a short struct.unpack).
+            if len(self.buffer) >= offset:
                 if n == 126:
-                    n, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
+                    n = struct.unpack("!H", self.buffer[2:4])[0]
                 elif n == 127:
-                    n, offset = struct.unpack("!Q", self.buffer[2:10])[0], 10
+                    n = struct.unpack("!Q", self.buffer[2:10])[0]
                 if len(self.buffer) >= offset + n:
                     assert not self.buffer[1] & 0x80, "server frames must not be masked"
                     opcode, payload = self.buffer[0] & 0x0F, self.buffer[offset : offset + n]
@@ -161,6 +163,18 @@ class RawClient:
             if not chunk:
                 return None
             self.buffer += chunk
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True if the server sent nothing (and kept the connection) for ``seconds``."""
+        if self.buffer:
+            return False
+        self.sock.settimeout(seconds)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        self.buffer += chunk
+        return False
 
     def close_frame(self, timeout: float = 5.0) -> tuple[int, str]:
         """Skip data and pings until the server's close frame; return its code and reason."""
@@ -610,6 +624,161 @@ def test_data_sent_with_the_upgrade_request_is_not_lost(http_impl: str) -> None:
         assert client.frame() == (0x1, b"early bird")
 
 
+# ----------------------------------------------------------------------------- strictness
+# What Autobahn's fuzzing client checks beyond the close code (its NON-STRICT ratings): a bad frame
+# fails the connection as soon as its bytes arrive, what came before it is still handled, and
+# nothing after it is. ``benchmarks/autobahn.py`` runs the whole suite.
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(client_frame(0x1, b"Hello", rsv=0x20), id="rsv2"),  # Autobahn 3.2
+        pytest.param(client_frame(0x5, b"x"), id="reserved-data-opcode"),  # 4.1.3
+        pytest.param(client_frame(0xB, b"x"), id="reserved-control-opcode"),  # 4.2.3
+        pytest.param(client_frame(0x0, b"fragment3", fin=False), id="continuation-of-nothing"),  # 5.15
+    ],
+)
+def test_frames_after_a_bad_frame_are_not_processed(bad: bytes) -> None:
+    with run_server(echo_app, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        # One write, so one read on the server: a message, the bad frame, then more that must not count.
+        client.send(
+            client_frame(0x1, b"Hello", fin=False) + client_frame(0x0, b", world")
+            + bad + client_frame(0x9, b"no pong") + client_frame(0x1, b"no echo")
+        )
+        assert client.frame() == (0x1, b"Hello, world")  # the message before it is the app's
+        frame = client.frame()
+        assert frame is not None and frame[0] == 0x8, frame  # then the close: no pong, no echo
+        assert struct.unpack("!H", frame[1][:2])[0] == 1002
+        client.assert_tcp_closed()
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        # Autobahn 6.4.1: the second fragment holds U+110000 (out of range) in UTF-8's 4-byte form.
+        pytest.param(["κόσμε".encode(), b"\xf4\x90\x80\x80", b"edited"], id="bad-fragment"),
+        # 6.4.2: the sequence starts valid at the end of one fragment; the next byte breaks it.
+        pytest.param(["κόσμε".encode() + b"\xf4", b"\x90", b"\x80\x80edited"], id="bad-continuation-byte"),
+        # CPython's incremental decoder holds back ED A0 until a third byte; it is a surrogate already.
+        pytest.param([b"abc\xed", b"\xa0", b"\x80"], id="surrogate"),
+    ],
+)
+def test_invalid_utf8_fails_on_the_fragment_where_it_turns_invalid(parts: list[bytes]) -> None:
+    with run_server(echo_app, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(client_frame(0x1, parts[0], fin=False))
+        assert client.quiet_for(0.3)  # valid so far: the server waits for more
+        client.send(client_frame(0x0, parts[1], fin=False))
+        # The close comes now, before the message's last fragment is even sent.
+        assert client.close_frame(timeout=2)[0] == 1007
+        client.assert_tcp_closed()
+
+
+def test_invalid_utf8_fails_inside_a_frame_still_arriving() -> None:
+    """Autobahn 6.4.3: one text frame sent in three pieces; the second turns it invalid."""
+    payload = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited"
+    frame = client_frame(0x1, payload)
+    header = len(frame) - len(payload)
+    cut1, cut2 = header + len("κόσμε".encode()), header + len("κόσμε".encode()) + 4
+    with run_server(echo_app, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(frame[:cut1])
+        assert client.quiet_for(0.3)
+        client.send(frame[cut1:cut2])
+        assert client.close_frame(timeout=2)[0] == 1007  # without the frame's last 6 bytes
+        client.assert_tcp_closed()
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param(client_frame(0x2, b"p" * 1000, rsv=0x10)[:8], id="rsv3-header-without-payload"),
+        pytest.param(bytes([0x85]), id="reserved-opcode-first-byte-only"),
+        # Reserved bits come first, even in a frame that is also too big (1009 otherwise).
+        pytest.param(bytes([0xA2, 0xFF]) + struct.pack("!Q", 1 << 40), id="rsv-before-size"),
+    ],
+)
+def test_a_bad_header_fails_before_its_payload_arrives(start: bytes) -> None:
+    with run_server(echo_app, ws_max_size=1 << 20, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(start)  # and nothing more: the verdict cannot wait for the payload
+        assert client.close_frame(timeout=2)[0] == 1002
+        client.assert_tcp_closed()
+
+
+def test_endless_fragments_close_with_1009() -> None:
+    """An unbounded run of empty continuation frames never grows the payload; their number is bounded."""
+    limit = 1024  # frames.MIN_FRAGMENTS: at least that many, whatever ws_max_size (4096 // 64 is less)
+    with run_server(echo_app, ws_max_size=4096, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        empty = client_frame(0x0, b"", fin=False)
+        client.send(client_frame(0x1, b"a", fin=False) + empty * (limit - 1))
+        assert client.quiet_for(0.3)  # as many fragments as a message may have: still fine
+        client.send(empty)
+        assert client.close_frame(timeout=2)[0] == 1009
+        client.assert_tcp_closed()
+        # Below the limit a heavily fragmented message is delivered whole.
+        client = RawClient(running)
+        client.send(client_frame(0x2, b"", fin=False) + client_frame(0x0, b"x", fin=False) * 1000 + client_frame(0x0, b"!"))
+        assert client.frame() == (0x2, b"x" * 1000 + b"!")
+    from pounce.protocols.websockets.frames import MIN_FRAGMENTS
+
+    assert MIN_FRAGMENTS == limit
+
+
+def test_after_failing_the_server_half_closes_and_drains() -> None:
+    """Closing a socket with unread input makes the kernel send a RST, which can destroy the close
+    frame before a peer that is still sending has read it. After failing the connection the server
+    sends its close frame and a FIN, and reads and discards for a while (FAIL_DRAIN_TIMEOUT)."""
+    with run_server(echo_app, ws_max_size=1024, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(client_frame(0x2, b"x" * 2000))  # too big: 1009
+        assert client.close_frame()[0] == 1009
+        client.assert_tcp_closed()  # the FIN
+        junk = client_frame(0x2, b"y" * 100) * 100
+        for _ in range(20):  # 0.2 s: taken and dropped, no RST (a send after one would fail)
+            client.sock.sendall(junk)
+            time.sleep(0.01)
+        client.close()
+
+
+def test_frame_reader_hands_over_the_events_before_a_violation() -> None:
+    from pounce.protocols.websockets.frames import FrameReader, ProtocolViolation
+
+    reader = FrameReader(max_size=1 << 20, deflate=None)
+    with pytest.raises(ProtocolViolation) as info:
+        reader.feed(client_frame(0x1, b"ok") + client_frame(0x9, b"p") + client_frame(0x3, b"") + client_frame(0x1, b"never"))
+    assert info.value.code == 1002
+    assert info.value.events == [("message", "ok"), ("ping", b"p")]
+    assert reader.feed(client_frame(0x1, b"later")) == []  # nothing is parsed after a violation
+
+
+def test_raw_client_reads_a_header_cut_inside_its_length() -> None:
+    """The test client itself: a read may end inside a frame's 64-bit length. The slow-reader test's
+    64 KiB frames sometimes did, and its struct.unpack of a short buffer failed."""
+    ours, theirs = socket.socketpair()
+    client = RawClient.__new__(RawClient)
+    client.sock, client.buffer = ours, b""
+    payload = b"z" * 70000
+    frame = struct.pack("!BBQ", 0x82, 127, len(payload)) + payload
+
+    def feed() -> None:
+        for piece in (frame[:3], frame[3:9], frame[9:]):
+            theirs.sendall(piece)
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert client.frame() == (0x2, payload)
+    finally:
+        feeder.join()
+        ours.close()
+        theirs.close()
+
+
 # ----------------------------------------------------------------------------- keepalive
 
 
@@ -699,6 +868,34 @@ def test_reads_pause_while_the_app_is_busy() -> None:
     assert got == [bytes([i]) * 65536 for i in range(50)]
 
 
+def test_at_most_ws_max_queue_messages_wait_for_the_app() -> None:
+    """One read of many small messages is parsed ws_max_queue at a time, as the app takes them."""
+    release = threading.Event()
+    got: list[bytes] = []
+    done = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        for _ in range(100):
+            got.append((await receive())["bytes"])
+        done.set()
+
+    with run_server(app, ws_max_queue=4) as running:
+        client = RawClient(running)
+        client.send(b"".join(client_frame(0x2, bytes([i])) for i in range(100)))
+        deadline = time.monotonic() + 5
+        while not any(p.inbox for p in _protocols(running)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert [len(p.inbox) for p in _protocols(running)] == [4]
+        release.set()
+        assert done.wait(5)
+    assert got == [bytes([i]) for i in range(100)]
+
+
 def test_sends_wait_for_a_slow_reader() -> None:
     sent: list[int] = []
     total = 400
@@ -713,13 +910,129 @@ def test_sends_wait_for_a_slow_reader() -> None:
 
     with run_server(app) as running:
         client = RawClient(running)
-        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        time.sleep(0.5)  # not reading: the server's buffers fill up
-        # 400 x 64 KiB = 25 MiB cannot all be in flight: send() must have been waiting.
-        assert len(sent) < total
-        for i in range(total):
-            assert client.frame(timeout=10) == (0x2, bytes([i % 256]) * 65536)
-        assert len(sent) == total
+        try:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            time.sleep(0.5)  # not reading: the server's buffers fill up
+            # 400 x 64 KiB = 25 MiB cannot all be in flight: send() must have been waiting.
+            assert len(sent) < total
+            for i in range(total):
+                assert client.frame(timeout=10) == (0x2, bytes([i % 256]) * 65536)
+            assert len(sent) == total
+        finally:
+            # A failed assertion must not leave a peer that never reads: the server would wait
+            # for it (up to --timeout-write) to stop, and the failure would read as a hang.
+            client.close()
+
+
+class FakeTransport(asyncio.Transport):
+    """What WSProtocol sees of a socket, with the test deciding when writes are paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closing = False
+        self.aborted = False
+        self.buffered = 0  # what get_write_buffer_size() reports
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+def _accepted_protocol(**config: Any) -> tuple[Any, FakeTransport]:
+    """A WSProtocol past its handshake on a FakeTransport (call inside a running loop)."""
+    from pounce import Config
+    from pounce.protocols.websockets.frames import FrameReader
+    from pounce.protocols.websockets.wsproto_impl import WSProtocol
+    from pounce.server import ServerState
+
+    protocol = WSProtocol(Config(echo_app, lifespan="off", **config), ServerState(), {}, asyncio.get_running_loop())
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.handshake_complete = True
+    protocol.reader = FrameReader(protocol.max_size, None)
+    return protocol, transport
+
+
+def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    frames = []
+    while data:
+        n, offset = data[1] & 0x7F, 2
+        assert n < 126
+        frames.append((data[0] & 0x0F, data[offset : offset + n]))
+        data = data[offset + n :]
+    return frames
+
+
+def test_pongs_coalesce_and_reads_pause_while_writes_are_paused() -> None:
+    """A ping flood from a peer that does not read: one pong is kept, not one per ping (RFC 6455
+    5.5.3 allows answering only the latest), and reading stops until the peer takes data again."""
+
+    async def scenario() -> None:
+        protocol, transport = _accepted_protocol(ws_ping_interval=None)
+        protocol.data_received(client_frame(0x9, b"one") + client_frame(0x9, b"two"))
+        assert _server_frames(bytes(transport.written)) == [(0xA, b"one"), (0xA, b"two")]  # one write
+        transport.written.clear()
+        protocol.pause_writing()
+        assert not transport.reading  # the peer is not reading: neither do we
+        # A read that was already under way: its first ws_max_queue (32) pings are parsed now,
+        # the rest wait for later loop turns.
+        protocol.data_received(b"".join(client_frame(0x9, b"%d" % i) for i in range(1000)))
+        assert transport.written == b""
+        protocol.resume_writing()
+        assert _server_frames(bytes(transport.written)) == [(0xA, b"31")]  # one pong for 32 pings
+        await asyncio.sleep(0)  # one loop turn parses one budget's worth of what was read
+        assert _server_frames(bytes(transport.written)) == [(0xA, b"%d" % i) for i in [31, *range(32, 64)]]
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert _server_frames(bytes(transport.written)) == [(0xA, b"%d" % i) for i in [31, *range(32, 1000)]]
+        assert transport.reading  # all parsed: reading again
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_write_stall_and_a_stuck_close_are_bounded_by_timeout_write() -> None:
+    async def scenario() -> None:
+        protocol, transport = _accepted_protocol(ws_ping_interval=None, timeout_write=0.1)
+        protocol.pause_writing()
+        await asyncio.sleep(0.3)
+        assert transport.aborted  # --timeout-write with nothing taken: dropped
+        assert protocol.inbox[-1] == {"type": "websocket.disconnect", "code": 1006}
+        protocol.connection_lost(None)
+
+        # Closing with data still buffered (below the high-water mark, so writes never paused):
+        # close() alone would wait for a peer that never reads forever.
+        protocol, transport = _accepted_protocol(ws_ping_interval=None, timeout_write=0.1)
+        transport.buffered = 1000
+        protocol.data_received(client_frame(0x8, struct.pack("!H", 1000)))
+        assert transport.closing and not transport.aborted
+        await asyncio.sleep(0.3)
+        assert transport.aborted
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
 
 
 # ----------------------------------------------------------------------------- configuration
