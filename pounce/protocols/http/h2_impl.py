@@ -16,6 +16,22 @@ Flow control works in both directions without unbounded buffers:
 
 Writes are coalesced: what the streams of a connection produce in one event-loop iteration leaves in
 one ``transport.write``.
+
+What one connection may hold, and for how long (README "Resource model"; the checks that need state of
+their own are in ``h2_limits``):
+
+* streams: ``--h2-max-concurrent-streams`` is advertised (SETTINGS_MAX_CONCURRENT_STREAMS) and a
+  stream counts against it until its app task has finished, even when the client reset it, so
+  resetting streams cannot run more app tasks at once than the limit (CVE-2023-44487);
+* resets and control frames the client makes us handle are rate-limited (``--h2-max-reset-rate``,
+  ``--h2-max-control-frame-rate``); beyond the rate, GOAWAY ENHANCE_YOUR_CALM and the connection ends;
+* output: while the transport's write buffer is full nothing more is read (every frame read may
+  oblige us to answer); a buffer that stays full ``--timeout-write`` seconds aborts the connection;
+* input: one frame of at most 16 KiB is buffered per connection (SETTINGS_MAX_FRAME_SIZE), a header
+  block is at most what SETTINGS_MAX_HEADER_LIST_SIZE (``max_header_size``) allows, and each stream
+  holds at most one window (64 KiB) of unread body;
+* time: only streams keep a connection open: with none, ``--timeout-keep-alive`` closes it, whatever
+  PINGs or other control frames the client sends.
 """
 
 from __future__ import annotations
@@ -23,27 +39,29 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from pounce._types import Message, Scope
+from pounce._types import ASGI3Application, Message, Scope
 from pounce.config import Config
 from pounce.protocols.http.base import BaseHTTPProtocol
 from pounce.protocols.http.cycle import INVALID_HEADER_NAME, INVALID_HEADER_VALUE, RequestResponseCycle
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from pounce.protocols.http.h2_limits import H2Connection, InboundFrames, connection_error_code
 from pounce.server import ServerState
 
 # RFC 9113 §8.2.2: connection-specific fields are not allowed in HTTP/2. Apps written for HTTP/1.1 send
 # them anyway ("connection: close" from our own 503/500 answers too), so they are dropped on the way out.
 FORBIDDEN_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 _NO_CONTENT_STATUSES = frozenset((204, 304))
-# Extra connection-level receive window: 100 streams x 64 KiB, so streams whose apps do not read their
-# body (each holding at most its own window) cannot starve the others of connection window.
-CONNECTION_WINDOW_EXTRA = 100 * 65535
+# Connection-level receive window: one stream window (64 KiB) per stream allowed, so streams whose apps
+# do not read their body (each holding at most its own window) cannot starve the others of connection
+# window. It is also the most unread request body one connection holds.
+STREAM_WINDOW = 65535
+MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 EXTENSIONS: dict[str, dict[object, object]] = {"http.response.trailers": {}, "http.response.early_hint": {}}
 
 
@@ -79,6 +97,9 @@ class H2Cycle(RequestResponseCycle):
     queued = False  # in the protocol's list of streams to pump at the next flush
     unacked = 0  # received DATA the app has not taken yet (flow-controlled bytes)
     _length_left: int | None = None
+    # Reset (or otherwise forgotten) while its app task still runs: it still counts against the stream
+    # limit until the task ends (see ``H2Protocol.task_done``).
+    orphaned = False
     _body_allowed = True
     _trailers_expected = False
     _body_done = False
@@ -102,6 +123,12 @@ class H2Cycle(RequestResponseCycle):
         self.pending = bytearray()
         self.default_headers = protocol.server_state.default_headers
         self.is_head = scope["method"] == "HEAD"
+
+    async def run_asgi(self, app: ASGI3Application) -> None:
+        try:
+            await super().run_asgi(app)
+        finally:
+            self.protocol.task_done(self)
 
     # HTTP/2 never closes the connection for one response: the shared cycle's "keep-alive off" (an app's
     # "connection: close", an unread body after a final answer) has no meaning per stream.
@@ -222,21 +249,29 @@ class H2Protocol(BaseHTTPProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
+        cfg = config.server_config
+        self.max_streams = cfg.h2_max_concurrent_streams
+        self.timeout_write = cfg.timeout_write
+        self.inbound = InboundFrames(cfg.h2_max_reset_rate, cfg.h2_max_control_frame_rate, cfg.max_header_size)
+        self.conn = H2Connection(self.max_streams, cfg.max_header_size)
         self.streams: dict[int, H2Cycle] = {}
+        # Streams forgotten while their app task still runs (reset by the client, ...).
+        self._orphans = 0
         self._to_pump: list[H2Cycle] = []
         self._flush_scheduled = False
         # Streams above this id arrived after our shutdown GOAWAY and are refused (None: not shutting down).
         self._goaway_last_stream: int | None = None
+        # Once we close: a transport that cannot flush its last bytes in time is aborted.
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport)
         self._trace("HTTP/2 connection made")
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(CONNECTION_WINDOW_EXTRA)
+        extra = min(self.max_streams * STREAM_WINDOW, MAX_WINDOW) - STREAM_WINDOW
+        if extra > 0:
+            self.conn.increment_flow_control_window(extra)
         self._flush()
         self._arm_keepalive()
 
@@ -247,23 +282,41 @@ class H2Protocol(BaseHTTPProtocol):
             self._forget(cycle)
         self.flow.resume_writing()
         self._unset_keepalive_if_required()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         if exc is None and not self.transport.is_closing():
             self.transport.close()
 
+    def pause_writing(self) -> None:
+        # The client is not taking what we send. Stop reading too: almost any frame read can oblige us
+        # to answer (PING and SETTINGS ACKs, RST_STREAM, WINDOW_UPDATE, responses), so reading on would
+        # grow the output buffer by what the client sends. The write-stall deadline (``--timeout-write``)
+        # armed by the base class ends a connection that stays like this.
+        super().pause_writing()
+        self.flow.pause_reading()
+
     def resume_writing(self) -> None:
         self.flow.resume_writing()
+        self.flow.resume_reading()
         for cycle in self.streams.values():
             self.schedule(cycle)
 
     def data_received(self, data: bytes) -> None:
-        # Any frame counts as activity for the keep-alive timer (as Uvicorn: PINGs keep a connection).
-        self._keepalive_mark = -1
+        # Only streams count as activity for the keep-alive timer (``_requests``, counted when a stream
+        # starts): frames read here do not, so a client sending PINGs alone is closed when it expires.
+        if self.transport.is_closing():
+            return  # A connection error was sent: nothing more is read.
+        verdict = self.inbound.feed(data)
+        if verdict is not None:
+            # Before h2 sees any of it: a flood stopped here costs us one walk over frame headers.
+            self._connection_error(*verdict)
+            return
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self.logger.warning("Invalid HTTP/2 frame received: %s", exc)
-            self._write(self.conn.data_to_send())  # h2 queued a GOAWAY naming the error
-            self.transport.close()
+            self._connection_error(connection_error_code(exc), str(exc))
             return
         for event in events:
             if isinstance(event, h2.events.DataReceived):
@@ -293,15 +346,26 @@ class H2Protocol(BaseHTTPProtocol):
             elif isinstance(event, h2.events.ConnectionTerminated):
                 # The peer's GOAWAY: h2 accepts no more frames from us, so nothing in flight can finish.
                 self._write(self.conn.data_to_send())
-                self.transport.close()
+                self._close_transport()
                 return
             # PING and SETTINGS are acknowledged by h2; request trailers are not passed to ASGI apps.
+            if self.transport.is_closing():
+                return  # A connection error while handling an event (too many resets provoked).
         self._flush()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self._goaway_last_stream is not None and stream_id > self._goaway_last_stream:
-            self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = self.conn.streams.get(stream_id)
+        if stream is None or stream.closed:
+            return  # Reset by the client in the same read (the rapid-reset pattern): nothing to start.
+        if len(self.streams) + self._orphans >= self.max_streams:
+            # RFC 9113 §5.1.2: over the advertised limit, REFUSED_STREAM (the request was not processed,
+            # so the client may retry it). A reset stream whose app task still runs counts: it holds
+            # what an open one holds, so rapid resets cannot run more app tasks than the limit.
+            self._reset_for_client(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         method = path = authority = None
         headers: list[tuple[bytes, bytes]] = []
@@ -329,12 +393,12 @@ class H2Protocol(BaseHTTPProtocol):
             headers.insert(0, (b"host", authority))
         if method is None or not path:
             # CONNECT (no :path) cannot be expressed as an ASGI HTTP request.
-            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._reset_for_client(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         try:
             scope = self.build_scope(method, path, "2", headers)
         except UnicodeDecodeError:
-            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._reset_for_client(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         scope["extensions"] = {name: {} for name in EXTENSIONS}
         cycle = H2Cycle(self, stream_id, scope, expect_continue)
@@ -377,10 +441,16 @@ class H2Protocol(BaseHTTPProtocol):
         """The app failed mid-response: reset its stream (INTERNAL_ERROR); the other streams go on."""
         if cycle.end_queued or self.streams.get(cycle.stream_id) is not cycle:
             return  # The response was complete; it is delivered as it was.
-        self._reset(cycle.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self._reset(cycle.stream_id, ErrorCodes.INTERNAL_ERROR)
         self._forget(cycle)
         cycle.disconnected = True
         self._flush_soon()
+
+    def task_done(self, cycle: H2Cycle) -> None:
+        """A stream's app task has ended: if the stream was already forgotten, its slot is free now."""
+        if cycle.orphaned:
+            cycle.orphaned = False
+            self._orphans -= 1
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
@@ -395,6 +465,7 @@ class H2Protocol(BaseHTTPProtocol):
         conn = self.conn
         pending = cycle.pending
         finished = False
+        frames = 0
         try:
             head = cycle.head
             if head is not None:
@@ -417,6 +488,7 @@ class H2Protocol(BaseHTTPProtocol):
                         del pending[:size]
                     finished = not pending and cycle.end_queued and cycle.trailers is None
                     conn.send_data(stream_id, chunk, end_stream=finished)
+                    frames += 1
                 elif cycle.end_queued:
                     if cycle.trailers is not None:
                         conn.send_headers(stream_id, cycle.trailers, end_stream=True)
@@ -430,8 +502,10 @@ class H2Protocol(BaseHTTPProtocol):
         except h2.exceptions.ProtocolError as exc:
             # Something in the response h2 will not send (our own checks should have caught it first).
             self.logger.error("Invalid HTTP/2 response: %s", exc)
-            self._reset(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._reset(stream_id, ErrorCodes.INTERNAL_ERROR)
             finished = True
+        if frames:
+            self.inbound.data_frames_sent(frames)
         if finished:
             self._forget(cycle)
         elif cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
@@ -454,16 +528,26 @@ class H2Protocol(BaseHTTPProtocol):
         if data and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _reset(self, stream_id: int, error_code: h2.errors.ErrorCodes) -> None:
+    def _reset(self, stream_id: int, error_code: ErrorCodes) -> bool:
         try:
             self.conn.reset_stream(stream_id, error_code)
         except h2.exceptions.ProtocolError:
-            pass  # Already closed: nothing to reset.
+            return False  # Already closed (the client reset it in the same read): nothing to reset.
+        return True
+
+    def _reset_for_client(self, stream_id: int, error_code: ErrorCodes) -> None:
+        """Reset a stream because of what the client sent: charged to the reset budget like its own
+        RST_STREAM, so provoking resets is no cheaper than sending them."""
+        if self._reset(stream_id, error_code) and not self.inbound.charge_reset():
+            self._connection_error(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
 
     def _forget(self, cycle: H2Cycle) -> None:
         """The stream is over for us (sent, reset or the connection is gone): wake its app, drop it."""
         if self.streams.pop(cycle.stream_id, None) is None:
             return
+        if not cycle.finished:
+            cycle.orphaned = True
+            self._orphans += 1
         if not cycle.response_complete:
             cycle.disconnected = True
         if cycle.unacked:
@@ -479,7 +563,7 @@ class H2Protocol(BaseHTTPProtocol):
             else:
                 self._arm_keepalive()
 
-    # Shutdown and timers
+    # Shutdown, errors and timers
     def shutdown(self) -> None:
         """Graceful shutdown: GOAWAY at once, finish the open streams, then close (RFC 9113 §6.8).
 
@@ -494,11 +578,30 @@ class H2Protocol(BaseHTTPProtocol):
             self._close()
             return
         self._goaway_last_stream = self.conn.highest_inbound_stream_id
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self._goaway_last_stream
-        frame.error_code = 0
         self._flush()
-        self._write(frame.serialize())
+        self._write(_goaway(self._goaway_last_stream, ErrorCodes.NO_ERROR))
+
+    def _connection_error(self, error_code: ErrorCodes, reason: str) -> None:
+        """RFC 9113 §5.4.1: GOAWAY naming the error, then close; the open streams' apps see a disconnect.
+
+        What h2 had queued is dropped, its own GOAWAY included: that one may name the wrong error
+        (see ``connection_error_code``), and nothing else matters on a connection that is ending.
+        """
+        if error_code == ErrorCodes.ENHANCE_YOUR_CALM:
+            client = "%s:%d" % self.client if self.client else "client"
+            self.logger.warning("HTTP/2 connection from %s closed: %s.", client, reason)
+        self.conn.data_to_send()
+        self._write(_goaway(self.conn.highest_inbound_stream_id, error_code, reason.encode("ascii", "replace")))
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close after what is buffered has gone out, but no later than ``--timeout-write`` from now."""
+        if self.transport.is_closing():
+            return
+        self.transport.close()
+        self._close_timer = self.loop.call_later(self.timeout_write, self.transport.abort)
+        for cycle in list(self.streams.values()):
+            self._forget(cycle)
 
     def timeout_keep_alive_handler(self) -> None:
         if self.streams:
@@ -515,13 +618,21 @@ class H2Protocol(BaseHTTPProtocol):
         except h2.exceptions.ProtocolError:
             pass
         self._write(self.conn.data_to_send())
-        self.transport.close()
+        self._close_transport()
 
     def _waiting_for_head(self) -> bool:
         return False
 
     def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         self._close()
+
+
+def _goaway(last_stream_id: int, error_code: ErrorCodes, debug: bytes = b"") -> bytes:
+    frame = GoAwayFrame(0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = error_code
+    frame.additional_data = debug
+    return bytes(frame.serialize())
 
 
 __all__ = ["H2Cycle", "H2Protocol"]

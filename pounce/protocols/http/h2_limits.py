@@ -1,0 +1,181 @@
+"""What bounds one HTTP/2 connection, decided before and around ``h2`` (sans-I/O: no sockets, no timers).
+
+* ``InboundFrames`` walks the frame headers of what the client sends (RFC 9113 §4.1) *before* h2
+  parses them, and charges the frames that make us work for free to two token buckets
+  (``RateBudget``): stream resets (``--h2-max-reset-rate``, CVE-2023-44487 "rapid reset") and control
+  frames (``--h2-max-control-frame-rate``). An overdrawn budget, or a frame that breaks a rule h2
+  reports with the wrong error code, is a connection error decided here, so a flood is stopped at
+  its first read instead of after h2 has answered every frame in it.
+* ``H2Connection`` is h2's connection with our settings.
+* ``connection_error_code`` maps h2's generic PROTOCOL_ERROR to the code RFC 9113 names for
+  HPACK failures (COMPRESSION_ERROR, §4.3).
+"""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+from pounce.protocols.limits import RateBudget
+
+PREFACE_LENGTH = 24  # RFC 9113 §3.4: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER = 9  # RFC 9113 §4.1: length (24 bits), type, flags, reserved bit + stream id (31 bits)
+
+# RFC 9113 §6: frame types and flags the guard looks at.
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0, 1, 2, 3, 4, 6, 8, 9
+_KNOWN_TYPES = frozenset(range(10))
+_END_STREAM = _ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+
+# Padding a header block may carry on top of its fields: 255 bytes in each of the 64 frames h2 accepts
+# for one block (h2.frame_buffer.CONTINUATION_BACKLOG).
+_HEADER_BLOCK_PADDING = 64 * 256
+# Each DATA frame we send may be answered with two WINDOW_UPDATEs (stream and connection). Credit for
+# them is kept up to this many, so a client that batches its updates never pays for them.
+_MAX_WINDOW_CREDIT = 4096
+
+
+class InboundFrames:
+    """The frame headers of one connection's inbound bytes, and what they cost.
+
+    Charged to the control-frame budget (each makes h2 parse, and often answer, a frame that carries no
+    request; RFC 9113 §10.5 names them as the way to make a peer work for nothing):
+
+    * PING (§6.7): each one obliges us to send a PING ACK;
+    * SETTINGS (§6.5): one per setting in it (each is an update we apply), one for an ACK;
+    * PRIORITY (§5.3.2, deprecated): parsed and dropped;
+    * WINDOW_UPDATE (§6.9) beyond two per DATA frame we have sent: a client reading our responses
+      sends those, so a fast download is never charged, but a flood of increments is;
+    * DATA, HEADERS or CONTINUATION with nothing in it that does not end anything (no END_STREAM, no
+      END_HEADERS): an "empty frame" flood;
+    * frames of unknown type (§5.5): ignored by rule, but each one still has to be read.
+
+    Charged to the reset budget: every RST_STREAM the client sends (§6.4; the rapid-reset attack). The
+    protocol charges it too for the streams it resets or refuses because of the client
+    (``charge_reset``), so provoking resets (streams over the limit) costs the same.
+
+    And two rules enforced here because h2 gets the error code wrong or learns too late:
+
+    * §6.5: a SETTINGS ACK with a payload is a connection error of type FRAME_SIZE_ERROR (h2 reports a
+      PROTOCOL_ERROR);
+    * §4.3 / §10.5.1: a header block (HEADERS plus CONTINUATIONs) longer than the header list we
+      advertised could ever decode to is stopped while it arrives, before h2 buffers it all.
+    """
+
+    __slots__ = ("_skip", "_head", "_need", "_block", "_window_credit", "resets", "control", "max_block")
+
+    def __init__(self, reset_rate: float, control_rate: float, max_header_list: int) -> None:
+        self._skip = PREFACE_LENGTH  # bytes to pass over: the preface, then each frame's payload
+        self._head = bytearray()  # the start of a frame header (and pad length) split across reads
+        self._need = _FRAME_HEADER
+        self._block: int | None = None  # length of the header block in progress, None outside one
+        self._window_credit = 0
+        self.resets = RateBudget(reset_rate)
+        self.control = RateBudget(control_rate)
+        self.max_block = max_header_list + _HEADER_BLOCK_PADDING
+
+    def data_frames_sent(self, count: int) -> None:
+        """We sent ``count`` DATA frames: the client may acknowledge each with two WINDOW_UPDATEs."""
+        self._window_credit = min(self._window_credit + 2 * count, _MAX_WINDOW_CREDIT)
+
+    def charge_reset(self) -> bool:
+        """A stream was reset because of the client; False once that happens too often."""
+        return self.resets.spend()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> tuple[ErrorCodes, str] | None:
+        """Walk the frames that start in ``data``; a connection error to send instead of passing it on, or None."""
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = min(self._need - len(self._head), end - pos)
+            self._head += view[pos : pos + step]
+            pos += step
+            if len(self._head) < self._need:
+                break
+            verdict = self._frame()
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _frame(self) -> tuple[ErrorCodes, str] | None:
+        head = self._head
+        length = int.from_bytes(head[0:3], "big")
+        kind, flags = head[3], head[4]
+        if kind == _DATA and flags & _PADDED and length and self._need == _FRAME_HEADER:
+            self._need += 1  # Read the pad length too: only then is it known whether any data is in it.
+            return None
+        pad = head[9] + 1 if self._need > _FRAME_HEADER else 0
+        self._head = bytearray()
+        self._need = _FRAME_HEADER
+        self._skip = length - (pad > 0)  # the pad length byte, if read, was part of the payload
+        cost = 0
+        if kind == _RST_STREAM:
+            if not self.resets.spend():
+                return ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets"
+        elif kind == _PING or kind == _PRIORITY or kind not in _KNOWN_TYPES:
+            cost = 1
+        elif kind == _SETTINGS:
+            if flags & _ACK and length:
+                return ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"
+            cost = max(1, length // 6)
+        elif kind == _WINDOW_UPDATE:
+            if self._window_credit:
+                self._window_credit -= 1
+            else:
+                cost = 1
+        elif kind == _DATA:
+            if length == pad and not flags & _END_STREAM:
+                cost = 1
+        elif kind == _HEADERS or kind == _CONTINUATION:
+            if kind == _HEADERS or self._block is not None:
+                self._block = (self._block or 0) + length if kind == _CONTINUATION else length
+                if self._block > self.max_block:
+                    return ErrorCodes.ENHANCE_YOUR_CALM, "header block too large"
+            if flags & _END_HEADERS:
+                self._block = None
+            elif not length:
+                cost = 1
+        if cost and not self.control.spend(cost):
+            return ErrorCodes.ENHANCE_YOUR_CALM, "too many control frames"
+        return None
+
+
+def connection_error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes:
+    """The error code for the GOAWAY answering ``exc`` (which h2 raised from ``receive_data``).
+
+    RFC 9113 §4.3: a header block that cannot be decompressed is a COMPRESSION_ERROR (the HPACK state
+    both ends share is broken). h2 reports these as PROTOCOL_ERROR; the HPACK error is their cause. An
+    oversized header list is h2's ENHANCE_YOUR_CALM and stays one.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+        return ErrorCodes.COMPRESSION_ERROR
+    return ErrorCodes(exc.error_code)
+
+
+class H2Connection(h2.connection.H2Connection):
+    """h2's server connection, advertising our limits in its first SETTINGS frame (RFC 9113 §6.5.2)."""
+
+    def __init__(self, max_concurrent_streams: int, max_header_list: int) -> None:
+        super().__init__(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        codes = h2.settings.SettingCodes
+        # The frame size stays at the RFC's 16 KiB minimum, which bounds a partial frame buffered per
+        # connection.
+        self.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams, codes.MAX_HEADER_LIST_SIZE: max_header_list},
+        )
+        self.decoder.max_header_list_size = max_header_list
+
+
+__all__ = ["H2Connection", "InboundFrames", "connection_error_code"]
