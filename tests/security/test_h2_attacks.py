@@ -517,3 +517,70 @@ def test_settings_ack_with_payload_is_a_frame_size_error(wires: Callable[..., Wi
         wire.send(frame(SETTINGS, ACK, 0, struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 1)))
         wire.read(lambda: wire.closed)
         assert wire.goaway() == FRAME_SIZE_ERROR
+
+
+# 10. Malformed requests are stream errors (RFC 9113 §8.1.1)
+MALFORMED = {
+    "uppercase-name": request_head(extra=[(b"X-Upper", b"1")]),
+    "connection-header": request_head(extra=[(b"connection", b"keep-alive")]),
+    "te-not-trailers": request_head(extra=[(b"te", b"gzip")]),
+    "missing-scheme": [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"localhost")],
+    "duplicate-path": request_head() + [(b":path", b"/again")],
+    "pseudo-after-regular": [(b":method", b"GET"), (b"x-a", b"1"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"localhost")],
+    "bad-content-length": request_head(extra=[(b"content-length", b"abc")]),
+    "conflicting-content-length": request_head(extra=[(b"content-length", b"1"), (b"content-length", b"2")]),
+    "non-ascii-path": request_head(b"/caf\xc3\xa9"),
+    "space-in-path": request_head(b"/a b"),
+    "invalid-authority": [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a b")],
+    "invalid-host": [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"host", b"bad/host")],
+    "value-with-newline": request_head(extra=[(b"x-a", b"1\n2")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_request_resets_only_its_stream(case: str, wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True) as running:
+        wire = wires(running)
+        sibling = wire.request(request_head(b"/slow"))
+        bad = wire.request(MALFORMED[case])
+        wire.read(lambda: wire.ended(bad))
+        assert wire.reset_code(bad) == PROTOCOL_ERROR
+        assert wire.response(sibling) == (200, b"ok")
+        healthy(wire)
+
+
+@pytest.mark.parametrize("declared, sent", [(5, 10), (10, 5)])
+def test_body_contradicting_content_length_resets_only_its_stream(
+    declared: int, sent: int, wires: Callable[..., Wire]
+) -> None:
+    with run_server(app, http2=True) as running:
+        wire = wires(running)
+        sibling = wire.request(request_head(b"/slow"))
+        bad = wire.request(request_head(b"/body", b"POST", [(b"content-length", b"%d" % declared)]), b"x" * sent)
+        wire.read(lambda: wire.ended(bad))
+        assert wire.reset_code(bad) == PROTOCOL_ERROR
+        assert wire.response(sibling) == (200, b"ok")
+        healthy(wire)
+
+
+# Request limits, per stream
+def test_declared_body_over_the_limit_is_answered_413(wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True, limit_request_body=100) as running:
+        wire = wires(running)
+        sibling = wire.request(request_head(b"/slow"))
+        big = wire.request(request_head(b"/body", b"POST", [(b"content-length", b"1000")]), end=False)
+        assert wire.response(big)[0] == 413
+        assert wire.response(sibling) == (200, b"ok")
+        fits = wire.request(request_head(b"/body", b"POST", [(b"content-length", b"100")]), b"x" * 100)
+        assert wire.response(fits) == (200, b"100")
+        healthy(wire)
+
+
+def test_too_many_header_fields_is_answered_431(wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True, limit_request_fields=10) as running:
+        wire = wires(running)
+        many = wire.request(request_head(extra=[(b"x-%d" % i, b"v") for i in range(11)]))
+        assert wire.response(many)[0] == 431
+        enough = wire.request(request_head(extra=[(b"x-%d" % i, b"v") for i in range(10)]))
+        assert wire.response(enough) == (200, b"ok")
+        healthy(wire)

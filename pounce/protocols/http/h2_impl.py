@@ -47,10 +47,10 @@ from hyperframe.frame import GoAwayFrame
 
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.config import Config
-from pounce.protocols.http.base import BaseHTTPProtocol
+from pounce.protocols.http.base import BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import INVALID_HEADER_NAME, INVALID_HEADER_VALUE, RequestResponseCycle
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
-from pounce.protocols.http.h2_limits import H2Connection, InboundFrames, connection_error_code
+from pounce.protocols.http.h2_limits import H2Connection, InboundFrames, connection_error_code, request_problem
 from pounce.server import ServerState
 
 # RFC 9113 §8.2.2: connection-specific fields are not allowed in HTTP/2. Apps written for HTTP/1.1 send
@@ -97,6 +97,9 @@ class H2Cycle(RequestResponseCycle):
     queued = False  # in the protocol's list of streams to pump at the next flush
     unacked = 0  # received DATA the app has not taken yet (flow-controlled bytes)
     _length_left: int | None = None
+    # Request body: what content-length declared (None: nothing) and how much DATA has arrived.
+    declared_length: int | None = None
+    received = 0
     # Reset (or otherwise forgotten) while its app task still runs: it still counts against the stream
     # limit until the task ends (see ``H2Protocol.task_done``).
     orphaned = False
@@ -251,9 +254,11 @@ class H2Protocol(BaseHTTPProtocol):
         super().__init__(config, server_state, app_state, _loop)
         cfg = config.server_config
         self.max_streams = cfg.h2_max_concurrent_streams
+        self.max_fields = cfg.limit_request_fields
+        self.limit_request_body = cfg.limit_request_body
         self.timeout_write = cfg.timeout_write
         self.inbound = InboundFrames(cfg.h2_max_reset_rate, cfg.h2_max_control_frame_rate, cfg.max_header_size)
-        self.conn = H2Connection(self.max_streams, cfg.max_header_size)
+        self.conn = H2Connection(self.max_streams, cfg.max_header_size, self.inbound.charge_reset)
         self.streams: dict[int, H2Cycle] = {}
         # Streams forgotten while their app task still runs (reset by the client, ...).
         self._orphans = 0
@@ -326,8 +331,7 @@ class H2Protocol(BaseHTTPProtocol):
             elif isinstance(event, h2.events.StreamEnded):
                 cycle = self.streams.get(event.stream_id)
                 if cycle is not None:
-                    cycle.more_body = False
-                    cycle.notify()
+                    self._on_body_end(cycle)
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id:
                     window_cycle = self.streams.get(event.stream_id)
@@ -340,6 +344,7 @@ class H2Protocol(BaseHTTPProtocol):
                 for cycle in self.streams.values():
                     self.schedule(cycle)
             elif isinstance(event, h2.events.StreamReset):
+                # The client's RST_STREAM, or our own for a malformed request (``H2Connection``).
                 reset_cycle = self.streams.get(event.stream_id)
                 if reset_cycle is not None:
                     self._forget(reset_cycle)
@@ -367,7 +372,7 @@ class H2Protocol(BaseHTTPProtocol):
             # what an open one holds, so rapid resets cannot run more app tasks than the limit.
             self._reset_for_client(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        method = path = authority = None
+        method = path = authority = declared = None
         headers: list[tuple[bytes, bytes]] = []
         expect_continue = False
         has_host = False
@@ -385,35 +390,59 @@ class H2Protocol(BaseHTTPProtocol):
                 continue
             if name == b"host":
                 has_host = True
+            elif name == b"content-length":
+                declared = value
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
             headers.append((name, value))
-        if authority is not None and not has_host:
-            # RFC 9113 §8.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
-            headers.insert(0, (b"host", authority))
         if method is None or not path:
             # CONNECT (no :path) cannot be expressed as an ASGI HTTP request.
             self._reset_for_client(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
-        try:
-            scope = self.build_scope(method, path, "2", headers)
-        except UnicodeDecodeError:
-            self._reset_for_client(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        ended = event.stream_ended is not None
+        problem = request_problem(method, path, authority, headers, self.max_fields, self.limit_request_body)
+        if problem is None and ended and declared is not None and int(declared) != 0:
+            problem = None, "content-length without DATA"  # RFC 9113 §8.1.1
+        if problem is not None:
+            status, reason = problem
+            self._trace(f"HTTP/2 stream {stream_id} refused: {reason}")
+            if status is None:
+                self._reset_for_client(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
+            else:
+                self._answer(stream_id, status, reason, stop_request=not ended)
             return
+        if authority is not None and not has_host:
+            # RFC 9113 §8.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
+            headers.insert(0, (b"host", authority))
+        scope = self.build_scope(method, path, "2", headers)
         scope["extensions"] = {name: {} for name in EXTENSIONS}
         cycle = H2Cycle(self, stream_id, scope, expect_continue)
+        if declared is not None:
+            cycle.declared_length = int(declared)
         self.streams[stream_id] = cycle
         self._unset_keepalive_if_required()
         self._run_cycle(cycle, self._select_app())
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         cycle = self.streams.get(event.stream_id)
+        if cycle is not None:
+            cycle.received += len(event.data)
         if cycle is None or cycle.response_complete or cycle.disconnected:
             # Nobody will read it: hand the window back at once.
             self.acknowledge(event.stream_id, event.flow_controlled_length)
             return
         cycle.body += event.data
         cycle.unacked += event.flow_controlled_length
+        cycle.notify()
+
+    def _on_body_end(self, cycle: H2Cycle) -> None:
+        if cycle.declared_length is not None and cycle.received != cycle.declared_length:
+            # RFC 9113 §8.1.1: the body ended (by trailers; h2 checks DATA with END_STREAM) shorter than
+            # its content-length.
+            self._reset_for_client(cycle.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._forget(cycle)
+            return
+        cycle.more_body = False
         cycle.notify()
 
     # Called by cycles
@@ -510,6 +539,29 @@ class H2Protocol(BaseHTTPProtocol):
             self._forget(cycle)
         elif cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
             cycle.flow.resume_writing()
+
+    def _answer(self, stream_id: int, status: int, reason: str, stop_request: bool) -> None:
+        """Answer a request ourselves (it is over one of our limits), on its stream only."""
+        body = error_body(status, reason)
+        try:
+            if len(body) > self.conn.local_flow_control_window(stream_id):
+                body = b""  # No window for it: the status alone says enough.
+            head = [
+                (b":status", b"%d" % status),
+                *self.server_state.default_headers,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            self.conn.send_headers(stream_id, head, end_stream=not body)
+            if body:
+                self.conn.send_data(stream_id, body, end_stream=True)
+            if stop_request:
+                # RFC 9113 §8.1: after a complete response, RST_STREAM NO_ERROR asks the client to stop
+                # sending the rest of the request (it must not discard the response for it).
+                self.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass  # The client reset it meanwhile: nobody to answer.
+        self._flush_soon()
 
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:

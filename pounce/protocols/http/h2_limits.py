@@ -6,20 +6,31 @@
   frames (``--h2-max-control-frame-rate``). An overdrawn budget, or a frame that breaks a rule h2
   reports with the wrong error code, is a connection error decided here, so a flood is stopped at
   its first read instead of after h2 has answered every frame in it.
-* ``H2Connection`` is h2's connection with our settings.
+* ``H2Connection`` is h2's connection with RFC 9113 §8.1.1 applied: a malformed request (bad field,
+  bad pseudo-header, content-length contradicting the DATA sent) is a *stream* error. h2 raises
+  those as connection errors, which would take every healthy sibling stream down with it.
 * ``connection_error_code`` maps h2's generic PROTOCOL_ERROR to the code RFC 9113 names for
   HPACK failures (COMPRESSION_ERROR, §4.3).
+* ``request_problem`` checks what h2 does not: the target and authority syntax, and our own limits
+  on header fields and declared body size.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
+
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hyperframe.frame import DataFrame, Frame, HeadersFrame
+
+from pounce.protocols.http.parser import valid_host
 from pounce.protocols.limits import RateBudget
 
 PREFACE_LENGTH = 24  # RFC 9113 §3.4: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -57,7 +68,7 @@ class InboundFrames:
 
     Charged to the reset budget: every RST_STREAM the client sends (§6.4; the rapid-reset attack). The
     protocol charges it too for the streams it resets or refuses because of the client
-    (``charge_reset``), so provoking resets (streams over the limit) costs the same.
+    (``charge_reset``), so provoking resets (malformed requests, streams over the limit) costs the same.
 
     And two rules enforced here because h2 gets the error code wrong or learns too late:
 
@@ -164,18 +175,105 @@ def connection_error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes:
 
 
 class H2Connection(h2.connection.H2Connection):
-    """h2's server connection, advertising our limits in its first SETTINGS frame (RFC 9113 §6.5.2)."""
+    """h2's server connection, with our settings and malformed requests as stream errors (RFC 9113 §8.1.1).
 
-    def __init__(self, max_concurrent_streams: int, max_header_list: int) -> None:
+    h2 validates requests well (RFC 9113 §8.2, §8.3, content-length against DATA) but raises what it
+    finds as a connection error. Here, a frame that h2 rejects *after* its header block was decoded (so
+    the HPACK state is intact) and that concerns one request is answered with RST_STREAM PROTOCOL_ERROR
+    on that stream, and h2 goes on with the next frame. Everything else stays a connection error.
+
+    ``on_reset`` is asked before each such reset (it charges the reset budget); when it answers False,
+    the client is provoking resets faster than allowed and the connection ends (ENHANCE_YOUR_CALM).
+    """
+
+    def __init__(self, max_concurrent_streams: int, max_header_list: int, on_reset: Callable[[], bool]) -> None:
         super().__init__(h2.config.H2Configuration(client_side=False, header_encoding=None))
         codes = h2.settings.SettingCodes
-        # The frame size stays at the RFC's 16 KiB minimum, which bounds a partial frame buffered per
-        # connection.
+        # What the first SETTINGS frame advertises (RFC 9113 §6.5.2). The frame size stays at the
+        # RFC's 16 KiB minimum, which bounds a partial frame buffered per connection.
         self.local_settings = h2.settings.Settings(
             client=False,
             initial_values={codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams, codes.MAX_HEADER_LIST_SIZE: max_header_list},
         )
         self.decoder.max_header_list_size = max_header_list
+        self._on_reset = on_reset
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.ProtocolError as exc:
+            if not self._malformed_request(frame, exc):
+                raise
+            stream_id = frame.stream_id
+            try:
+                self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+                if isinstance(frame, DataFrame) and frame.flow_controlled_length:
+                    # h2 took the frame out of the connection window before rejecting it: give it back.
+                    self.acknowledge_received_data(frame.flow_controlled_length, stream_id)
+            except h2.exceptions.ProtocolError:
+                raise exc from None  # The stream is in no state to reset: keep it a connection error.
+            if not self._on_reset():
+                raise h2.exceptions.DenialOfServiceError("too many malformed requests") from exc
+            return [h2.events.StreamReset(stream_id=stream_id, error_code=ErrorCodes.PROTOCOL_ERROR, remote_reset=False)]
+
+    def _malformed_request(self, frame: Frame, exc: h2.exceptions.ProtocolError) -> bool:
+        """Whether h2 rejected ``frame`` for what one request says, not for the connection's state."""
+        if isinstance(frame, DataFrame):
+            # RFC 9113 §8.1.1: DATA contradicting content-length makes the request malformed.
+            return isinstance(exc, h2.exceptions.InvalidBodyLengthError)
+        if not isinstance(frame, HeadersFrame) or type(exc) is not h2.exceptions.ProtocolError:
+            # Typed errors (too many streams, oversized header list, stream closed, ...) are h2's
+            # connection errors, raised before or instead of decoding; they stay so.
+            return False
+        if isinstance(exc.__cause__, (HPACKError, IndexError, TypeError, UnicodeDecodeError)):
+            return False  # The block could not be decoded: the HPACK state is lost (§4.3).
+        # A plain ProtocolError once the stream exists was raised by the stream's own checks, after
+        # decoding: field validation (§8.2), pseudo-headers (§8.3), content-length (§8.6 of RFC 9110),
+        # trailers without END_STREAM (§8.1), a stream depending on itself (§5.3.1).
+        return frame.stream_id in self.streams
 
 
-__all__ = ["H2Connection", "InboundFrames", "connection_error_code"]
+# RFC 9113 §8.3.1: ":path" is the absolute-path and query of the target URI (RFC 3986), so visible
+# ASCII only, as our HTTP/1.1 parser requires of a request-target: raw UTF-8, spaces or controls make
+# the request malformed (§8.1.1).
+_PATH = re.compile(rb"[\x21-\x7e]+")
+_MAX_LENGTH_DIGITS = 18
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+
+
+def request_problem(
+    method: bytes,
+    path: bytes,
+    authority: bytes | None,
+    headers: Iterable[tuple[bytes, bytes]],
+    max_fields: int,
+    max_body: int | None,
+) -> tuple[int | None, str] | None:
+    """What is wrong with a request h2 accepted, or None.
+
+    (None, why): the request is malformed (RFC 9113 §8.1.1), a stream error PROTOCOL_ERROR;
+    (status, why): it is well-formed but over one of our limits, answered with that status.
+    """
+    if _TOKEN.fullmatch(method) is None:
+        return None, "invalid :method"  # RFC 9110 §9.1: method = token
+    if not (path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")) or _PATH.fullmatch(path) is None:
+        return None, "invalid :path"
+    if authority is not None and not valid_host(authority):
+        return None, "invalid :authority"  # §8.3.1: uri-host [ ":" port ], no userinfo
+    count = 0
+    for name, value in headers:
+        count += 1
+        if name == b"host" and not valid_host(value):
+            return None, "invalid host"
+        if name == b"content-length":
+            if not value.isdigit():
+                return None, "invalid content-length"  # RFC 9110 §8.6 (h2 skips this check for HEAD)
+            # As our HTTP/1.1 parser: more than 18 digits is at least 10^18 bytes, more than anyone reads.
+            if len(value) > _MAX_LENGTH_DIGITS or (max_body is not None and int(value) > max_body):
+                return 413, "Request body too large"
+    if count > max_fields:
+        return 431, "Too many request header fields"
+    return None
+
+
+__all__ = ["H2Connection", "InboundFrames", "connection_error_code", "request_problem"]
