@@ -275,9 +275,12 @@ class FrameReader:
         try:
             pos = 0
             if self.held_pos < len(self.held):
-                held = self.held[self.held_pos :] if self.held_pos else self.held
-                data = held + data if data else held
+                held, pos = self.held, self.held_pos
                 self.held, self.held_pos = b"", 0
+                if data:  # not while the protocol waits on held frames (it stops reading): a copy
+                    data, pos = held[pos:] + data, 0
+                else:
+                    data = held  # parse on where the budget stopped, without copying the rest
             elif self.remaining:
                 pos = self.payload(data, 0, out)
             elif self.pending:
