@@ -498,12 +498,6 @@ _PAD_BASE = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: "
 HEAD_AT_LIMIT = (_PAD_BASE + b"p" * (100 - len(_PAD_BASE)) + b"\r\n\r\n", Limits(8192, 100, 100), [103])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a head (or request line) exactly at the size limit is accepted in one read but refused "
-    "(431/414) when a read ends inside its terminating CRLF (CRLF): the incomplete-head checks count the "
-    "terminator's first bytes as part of the line/head",
-)
 @settings(BASE_SETTINGS, max_examples=100)
 @given(heads_at_the_size_limits())
 @example(LINE_AT_LIMIT)
@@ -514,16 +508,11 @@ def test_head_outcome_at_the_size_limits(case: tuple[bytes, Limits, list[int]]) 
     assert_same_head_outcome(whole, feed_head(cut(head, cuts), limits))
 
 
-_BOUNDARY_BUG = "bug: accepted in one read, refused when the read ends inside the terminating CRLF"
-
-
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            LINE_AT_LIMIT, id="request-line-at-limit-414", marks=pytest.mark.xfail(strict=True, reason=_BOUNDARY_BUG)
-        ),
-        pytest.param(HEAD_AT_LIMIT, id="head-at-limit-431", marks=pytest.mark.xfail(strict=True, reason=_BOUNDARY_BUG)),
+        pytest.param(LINE_AT_LIMIT, id="request-line-at-limit-414"),
+        pytest.param(HEAD_AT_LIMIT, id="head-at-limit-431"),
     ],
 )
 def test_head_at_the_limit_repro(case: tuple[bytes, Limits, list[int]]) -> None:
@@ -690,12 +679,6 @@ SIZE_LINE_AT_LIMIT = (b"5;" + b"e" * 62 + b"\r\nhello\r\n0\r\n\r\n", 64, [65])
 LONG_TRAILER = (b"5\r\nhello\r\n0\r\nX-T: " + b"v" * 95 + b"\r\n\r\n", 64, [90])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a chunk-size line of exactly max_line bytes is accepted in one read but refused when the "
-    "read ends between its CR and LF; a trailer line longer than max_line is accepted in one read but "
-    "refused (431) when it arrives in pieces",
-)
 @settings(BASE_SETTINGS, max_examples=100)
 @given(chunked_lines_at_the_limit())
 @example(SIZE_LINE_AT_LIMIT)
@@ -709,16 +692,8 @@ def test_chunked_outcome_at_the_line_limit(case: tuple[bytes, int, list[int]]) -
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            SIZE_LINE_AT_LIMIT,
-            id="size-line-at-limit",
-            marks=pytest.mark.xfail(strict=True, reason="bug: refused (400) when the read ends between CR and LF"),
-        ),
-        pytest.param(
-            LONG_TRAILER,
-            id="trailer-over-limit",
-            marks=pytest.mark.xfail(strict=True, reason="bug: over max_line, yet accepted when it arrives in one read"),
-        ),
+        pytest.param(SIZE_LINE_AT_LIMIT, id="size-line-at-limit"),
+        pytest.param(LONG_TRAILER, id="trailer-over-limit"),
     ],
 )
 def test_chunked_line_limit_repro(case: tuple[bytes, int, list[int]]) -> None:

@@ -150,9 +150,12 @@ def parse_request_head(
     resume = scanned - 3 if scanned - 3 > start else start
     end = buf.find(b"\r\n\r\n", resume)
     if end < 0:
-        if len(buf) - start > max_line and buf.find(b"\r\n", start, start + max_line + 2) < 0:
+        # Judged only on what cannot fit whatever comes next, so that the outcome never depends on where
+        # a read ended: a line of max_line bytes may have its CR here and its LF still to come, and a
+        # head of max_head bytes up to three bytes of its final CRLF CRLF.
+        if len(buf) - start > max_line + 1 and buf.find(b"\r\n", start, start + max_line + 2) < 0:
             raise ProtocolError(414, "Request line too long")
-        if len(buf) - start > max_head:
+        if len(buf) - start > max_head + 3:
             raise ProtocolError(431, "Request header fields too large")
         if _BARE_LF.search(buf, resume) is not None:
             raise ProtocolError(400, "Bare LF in request head")
@@ -337,7 +340,8 @@ class ChunkedReader:
                 if line_end < 0 or line_end > self.max_line:
                     # The line's length is checked whether or not its end has arrived yet: a long
                     # chunk extension sent in one write is as much a memory cost as a trickled one.
-                    if len(buf) > self.max_line:
+                    # (max_line + 1: a line of exactly max_line may have its LF still to come.)
+                    if len(buf) > self.max_line + 1:
                         raise ProtocolError(400, "Chunk size line too long")
                     break
                 match = _CHUNK_SIZE.fullmatch(buf, 0, line_end)
@@ -367,9 +371,10 @@ class ChunkedReader:
                 del buf[:2]
                 self._state = self._SIZE
             elif state == self._TRAILER:
-                line_end = buf.find(b"\r\n")
-                if line_end < 0:
-                    if len(buf) > self.max_line:
+                line_end = buf.find(b"\r\n", 0, self.max_line + 2)
+                if line_end < 0 or line_end > self.max_line:
+                    # As for size lines: held to max_line whether or not the line ended in this read.
+                    if len(buf) > self.max_line + 1:
                         raise ProtocolError(431, "Trailer section too large")
                     break
                 line = bytes(buf[:line_end])
