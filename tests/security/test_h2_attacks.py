@@ -584,3 +584,47 @@ def test_too_many_header_fields_is_answered_431(wires: Callable[..., Wire]) -> N
         enough = wire.request(request_head(extra=[(b"x-%d" % i, b"v") for i in range(10)]))
         assert wire.response(enough) == (200, b"ok")
         healthy(wire)
+
+
+# 11. Streams that hold on
+def test_stream_without_window_is_reset(wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True, timeout_write=0.5) as running:
+        wire = wires(running, {SETTINGS_INITIAL_WINDOW_SIZE: 0})  # no stream may send DATA
+        stuck = wire.request(request_head(b"/big"))
+        start = time.monotonic()
+        wire.read(lambda: wire.ended(stuck))
+        assert wire.reset_code(stuck) == CANCEL
+        assert time.monotonic() - start < 2
+        time.sleep(0.1)
+        assert ("disconnect", "/big") in EVENTS  # the app learnt its client is gone
+        wire.send(settings({SETTINGS_INITIAL_WINDOW_SIZE: 65535}))
+        healthy(wire)
+
+
+def test_slow_request_body_is_answered_408(wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True, timeout_request_body=0.5) as running:
+        wire = wires(running)
+        slow = wire.request(request_head(b"/body", b"POST", [(b"content-length", b"100")]), end=False)
+        start = time.monotonic()
+        while not wire.ended(slow) and time.monotonic() - start < 4:
+            wire.send(frame(DATA, 0, slow, b"x"))
+            try:
+                wire.read(lambda: wire.ended(slow), timeout=0.2)
+            except TimeoutError:
+                pass
+        assert wire.status(slow) == 408
+        assert time.monotonic() - start < 2
+        time.sleep(0.1)
+        assert ("disconnect", "/body") in EVENTS
+        healthy(wire)
+
+
+def test_sent_body_over_the_limit_is_answered_413(wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True, limit_request_body=100) as running:
+        wire = wires(running)
+        big = wire.request(request_head(b"/body", b"POST"), b"x" * 60, end=False)
+        wire.send(frame(DATA, 0, big, b"x" * 60))
+        assert wire.response(big)[0] == 413
+        time.sleep(0.1)
+        assert ("disconnect", "/body") in EVENTS
+        healthy(wire)

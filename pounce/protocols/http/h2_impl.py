@@ -26,11 +26,13 @@ their own are in ``h2_limits``):
 * resets and control frames the client makes us handle are rate-limited (``--h2-max-reset-rate``,
   ``--h2-max-control-frame-rate``); beyond the rate, GOAWAY ENHANCE_YOUR_CALM and the connection ends;
 * output: while the transport's write buffer is full nothing more is read (every frame read may
-  oblige us to answer); a buffer that stays full ``--timeout-write`` seconds aborts the connection;
+  oblige us to answer); a buffer that stays full ``--timeout-write`` seconds aborts the connection, and
+  a stream whose output gets no flow-control window for that long is reset;
 * input: one frame of at most 16 KiB is buffered per connection (SETTINGS_MAX_FRAME_SIZE), a header
   block is at most what SETTINGS_MAX_HEADER_LIST_SIZE (``max_header_size``) allows, and each stream
   holds at most one window (64 KiB) of unread body;
-* time: only streams keep a connection open: with none, ``--timeout-keep-alive`` closes it, whatever
+* time: a request body must progress within ``--timeout-request-body`` (else 408 on that stream), and
+  only streams keep a connection open: with none, ``--timeout-keep-alive`` closes it, whatever
   PINGs or other control frames the client sends.
 """
 
@@ -48,7 +50,12 @@ from hyperframe.frame import GoAwayFrame
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.config import Config
 from pounce.protocols.http.base import BaseHTTPProtocol, error_body
-from pounce.protocols.http.cycle import INVALID_HEADER_NAME, INVALID_HEADER_VALUE, RequestResponseCycle
+from pounce.protocols.http.cycle import (
+    BODY_PROGRESS,
+    INVALID_HEADER_NAME,
+    INVALID_HEADER_VALUE,
+    RequestResponseCycle,
+)
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from pounce.protocols.http.h2_limits import H2Connection, InboundFrames, connection_error_code, request_problem
 from pounce.server import ServerState
@@ -103,6 +110,9 @@ class H2Cycle(RequestResponseCycle):
     # Reset (or otherwise forgotten) while its app task still runs: it still counts against the stream
     # limit until the task ends (see ``H2Protocol.task_done``).
     orphaned = False
+    # Output waiting for flow-control window: the deadline, and what was sent since it was armed.
+    window_timer: asyncio.TimerHandle | None = None
+    window_progress = 0
     _body_allowed = True
     _trailers_expected = False
     _body_done = False
@@ -126,6 +136,13 @@ class H2Cycle(RequestResponseCycle):
         self.pending = bytearray()
         self.default_headers = protocol.server_state.default_headers
         self.is_head = scope["method"] == "HEAD"
+        # The shared receive() enforces the request-body deadline; what happens then is ours.
+        self.body_timeout = protocol.timeout_request_body
+
+    def on_body_timeout(self) -> None:
+        """The body made no progress in time: 408 on this stream (a reset once the response started)."""
+        self.protocol.logger.warning("Request body not received in time on HTTP/2 stream %d.", self.stream_id)
+        self.protocol.refuse_body(self, 408, "Request body not received in time.")
 
     async def run_asgi(self, app: ASGI3Application) -> None:
         try:
@@ -260,7 +277,7 @@ class H2Protocol(BaseHTTPProtocol):
         self.inbound = InboundFrames(cfg.h2_max_reset_rate, cfg.h2_max_control_frame_rate, cfg.max_header_size)
         self.conn = H2Connection(self.max_streams, cfg.max_header_size, self.inbound.charge_reset)
         self.streams: dict[int, H2Cycle] = {}
-        # Streams forgotten while their app task still runs (reset by the client, ...).
+        # Streams forgotten while their app task still runs (reset by the client, refused a body, ...).
         self._orphans = 0
         self._to_pump: list[H2Cycle] = []
         self._flush_scheduled = False
@@ -431,6 +448,10 @@ class H2Protocol(BaseHTTPProtocol):
             # Nobody will read it: hand the window back at once.
             self.acknowledge(event.stream_id, event.flow_controlled_length)
             return
+        if self.limit_request_body is not None and cycle.received > self.limit_request_body:
+            self.acknowledge(event.stream_id, event.flow_controlled_length)
+            self.refuse_body(cycle, 413, "Request body too large")
+            return
         cycle.body += event.data
         cycle.unacked += event.flow_controlled_length
         cycle.notify()
@@ -475,6 +496,18 @@ class H2Protocol(BaseHTTPProtocol):
         cycle.disconnected = True
         self._flush_soon()
 
+    def refuse_body(self, cycle: H2Cycle, status: int, reason: str) -> None:
+        """Stop one request whose body we will not take (413, 408): answered if the app has not started
+        its response, else reset (CANCEL). The app sees a disconnect; the other streams go on."""
+        if self.streams.get(cycle.stream_id) is not cycle or self.transport.is_closing():
+            return
+        if cycle.response_started:
+            self._reset(cycle.stream_id, ErrorCodes.CANCEL)
+        else:
+            self._answer(cycle.stream_id, status, reason, stop_request=cycle.more_body)
+        self._forget(cycle)
+        self._flush_soon()
+
     def task_done(self, cycle: H2Cycle) -> None:
         """A stream's app task has ended: if the stream was already forgotten, its slot is free now."""
         if cycle.orphaned:
@@ -508,7 +541,8 @@ class H2Protocol(BaseHTTPProtocol):
                 if pending:
                     size = min(len(pending), conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
                     if size <= 0:
-                        break  # Wait for a WINDOW_UPDATE.
+                        self._await_window(cycle)
+                        break
                     if size == len(pending):
                         chunk = bytes(pending)
                         pending.clear()
@@ -518,6 +552,7 @@ class H2Protocol(BaseHTTPProtocol):
                     finished = not pending and cycle.end_queued and cycle.trailers is None
                     conn.send_data(stream_id, chunk, end_stream=finished)
                     frames += 1
+                    cycle.window_progress += size
                 elif cycle.end_queued:
                     if cycle.trailers is not None:
                         conn.send_headers(stream_id, cycle.trailers, end_stream=True)
@@ -537,11 +572,37 @@ class H2Protocol(BaseHTTPProtocol):
             self.inbound.data_frames_sent(frames)
         if finished:
             self._forget(cycle)
-        elif cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
+            return
+        if cycle.window_timer is not None and (not pending or cycle.window_progress >= BODY_PROGRESS):
+            # The client took a window's worth (or all there was) within the deadline.
+            cycle.window_timer.cancel()
+            cycle.window_timer = None
+        if cycle.flow.write_paused and len(pending) <= HIGH_WATER_LIMIT:
             cycle.flow.resume_writing()
 
+    def _await_window(self, cycle: H2Cycle) -> None:
+        """The stream has output and no window for it (RFC 9113 §6.9 lets a client keep it so forever).
+
+        It gets as long as a socket that takes nothing: within ``--timeout-write`` seconds the client
+        must open enough window for 64 KiB (or for everything pending), else the stream is reset.
+        """
+        if cycle.window_timer is None:
+            cycle.window_progress = 0
+            cycle.window_timer = self.loop.call_later(self.timeout_write, self._window_stalled, cycle)
+
+    def _window_stalled(self, cycle: H2Cycle) -> None:
+        cycle.window_timer = None
+        if self.streams.get(cycle.stream_id) is not cycle or self.transport.is_closing():
+            return
+        self.logger.info(
+            "HTTP/2 stream %d got no flow-control window for %s seconds; resetting it.", cycle.stream_id, self.timeout_write
+        )
+        self._reset(cycle.stream_id, ErrorCodes.CANCEL)
+        self._forget(cycle)
+        self._flush_soon()
+
     def _answer(self, stream_id: int, status: int, reason: str, stop_request: bool) -> None:
-        """Answer a request ourselves (it is over one of our limits), on its stream only."""
+        """Answer a request ourselves (it is over a limit, or its body is late), on its stream only."""
         body = error_body(status, reason)
         try:
             if len(body) > self.conn.local_flow_control_window(stream_id):
@@ -602,6 +663,9 @@ class H2Protocol(BaseHTTPProtocol):
             self._orphans += 1
         if not cycle.response_complete:
             cycle.disconnected = True
+        if cycle.window_timer is not None:
+            cycle.window_timer.cancel()
+            cycle.window_timer = None
         if cycle.unacked:
             # Body the app never read still holds connection window: give it back.
             size, cycle.unacked = cycle.unacked, 0
