@@ -684,9 +684,16 @@ class WSProtocol(asyncio.Protocol):
             elif len(outbox) == 1:
                 self.transport.write(outbox.pop())
             else:
-                # One write(), not writelines(): on some Pythons (3.12.1 here) writelines() lets a slow
+                # write(), not writelines(): on some Pythons (3.12.1 here) writelines() lets a slow
                 # reader's data pile up without pausing the protocol, so back-pressure would be lost.
-                self.transport.write(b"".join(outbox))
+                # A large payload (queued after its header by send()) gets a write of its own: joined,
+                # it would be copied once more, ws_max_size bytes at worst.
+                last = outbox[-1]
+                if len(last) >= _FLUSH_AT:
+                    self.transport.write(b"".join(outbox[:-1]) if len(outbox) > 2 else outbox[0])
+                    self.transport.write(last)
+                else:
+                    self.transport.write(b"".join(outbox))
                 outbox.clear()
 
     def _write(self, data: bytes) -> None:
