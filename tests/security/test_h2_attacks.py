@@ -518,6 +518,16 @@ def test_settings_ack_with_payload_is_a_frame_size_error(wires: Callable[..., Wi
         assert wire.goaway() == FRAME_SIZE_ERROR
 
 
+@pytest.mark.parametrize("kind, length", [(DATA, 16385), (0xFA, 2**24 - 1)], ids=["data-16385", "unknown-16MiB"])
+def test_oversized_frame_is_refused_at_its_header(kind: int, length: int, wires: Callable[..., Wire]) -> None:
+    with run_server(app, http2=True) as running:
+        wire = wires(running)
+        # Only the header: a server that waits for the payload before checking buffers up to 16 MiB.
+        wire.send(struct.pack(">I", length)[1:] + bytes((kind, 0)) + struct.pack(">I", 1))
+        wire.read(lambda: wire.closed, timeout=2)
+        assert wire.goaway() == FRAME_SIZE_ERROR
+
+
 # 10. Malformed requests are stream errors (RFC 9113 §8.1.1)
 MALFORMED = {
     "uppercase-name": request_head(extra=[(b"X-Upper", b"1")]),

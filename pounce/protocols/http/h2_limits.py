@@ -34,6 +34,9 @@ from pounce.protocols.http.parser import valid_host
 from pounce.protocols.limits import RateBudget
 
 PREFACE_LENGTH = 24  # RFC 9113 §3.4: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# SETTINGS_MAX_FRAME_SIZE we advertise: the RFC's initial value and minimum (§6.5.2), so the most of
+# one frame a connection ever buffers.
+MAX_FRAME_SIZE = 16384
 _FRAME_HEADER = 9  # RFC 9113 §4.1: length (24 bits), type, flags, reserved bit + stream id (31 bits)
 
 # RFC 9113 §6: frame types and flags the guard looks at.
@@ -70,8 +73,10 @@ class InboundFrames:
     protocol charges it too for the streams it resets or refuses because of the client
     (``charge_reset``), so provoking resets (malformed requests, streams over the limit) costs the same.
 
-    And two rules enforced here because h2 gets the error code wrong or learns too late:
+    And rules enforced here because h2 gets the error code wrong or learns too late:
 
+    * §4.2: a frame longer than SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR as soon as its header
+      says so (h2 buffers the whole frame, up to 16 MiB, before it checks);
     * §6.5: a SETTINGS ACK with a payload is a connection error of type FRAME_SIZE_ERROR (h2 reports a
       PROTOCOL_ERROR);
     * §4.3 / §10.5.1: a header block (HEADERS plus CONTINUATIONs) longer than the header list we
@@ -122,6 +127,8 @@ class InboundFrames:
         head = self._head
         length = int.from_bytes(head[0:3], "big")
         kind, flags = head[3], head[4]
+        if length > MAX_FRAME_SIZE:
+            return ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"
         if kind == _DATA and flags & _PADDED and length and self._need == _FRAME_HEADER:
             self._need += 1  # Read the pad length too: only then is it known whether any data is in it.
             return None
@@ -189,11 +196,14 @@ class H2Connection(h2.connection.H2Connection):
     def __init__(self, max_concurrent_streams: int, max_header_list: int, on_reset: Callable[[], bool]) -> None:
         super().__init__(h2.config.H2Configuration(client_side=False, header_encoding=None))
         codes = h2.settings.SettingCodes
-        # What the first SETTINGS frame advertises (RFC 9113 §6.5.2). The frame size stays at the
-        # RFC's 16 KiB minimum, which bounds a partial frame buffered per connection.
+        # What the first SETTINGS frame advertises (RFC 9113 §6.5.2).
         self.local_settings = h2.settings.Settings(
             client=False,
-            initial_values={codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams, codes.MAX_HEADER_LIST_SIZE: max_header_list},
+            initial_values={
+                codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                codes.MAX_HEADER_LIST_SIZE: max_header_list,
+                codes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            },
         )
         self.decoder.max_header_list_size = max_header_list
         self._on_reset = on_reset
