@@ -20,6 +20,7 @@ from typing import Any
 import hpack
 import pytest
 
+from pounce.protocols.http.h2_impl import H2Protocol
 from pounce.protocols.utils import ClientDisconnected
 from tests.security.harness import ServerProcess, probe_latency, serve
 from tests.utils import RunningServer, run_server
@@ -368,6 +369,17 @@ def test_rapid_reset_flood_is_answered_with_goaway(tmp_path: Path) -> None:
     assert rss_growth < 20 * MB, rss_growth
     latencies.sort()
     assert latencies and latencies[len(latencies) // 2] < 0.1, latencies
+
+
+def test_closed_streams_are_remembered_within_a_bound(wires: Callable[..., Wire]) -> None:
+    # h2 remembers how every closed stream closed; by default the last 65,536 (about 8 MB).
+    with run_server(app, http2=True) as running:
+        wire = wires(running)
+        for _ in range(15):
+            batch = [wire.request() for _ in range(100)]
+            wire.read(lambda: all(wire.ended(sid) for sid in batch))
+        (connection,) = [c for c in running.server.server_state.connections if isinstance(c, H2Protocol)]
+        assert len(connection.conn._closed_streams) <= 1024
 
 
 # 6. Control-frame floods, reading paused, keep-alive

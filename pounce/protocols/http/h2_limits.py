@@ -193,6 +193,11 @@ class H2Connection(h2.connection.H2Connection):
     the client is provoking resets faster than allowed and the connection ends (ENHANCE_YOUR_CALM).
     """
 
+    # h2 remembers how each closed stream closed, so that frames still in flight for a stream it reset
+    # are tolerated (RFC 9113 §5.4.2, §6.4). Its default, 65,536 streams, costs about 8 MB on a
+    # long-lived connection; frames in flight arrive within a round trip, for which 1,024 is ample.
+    MAX_CLOSED_STREAMS = 1024
+
     def __init__(self, max_concurrent_streams: int, max_header_list: int, on_reset: Callable[[], bool]) -> None:
         super().__init__(h2.config.H2Configuration(client_side=False, header_encoding=None))
         codes = h2.settings.SettingCodes
