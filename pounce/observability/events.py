@@ -27,8 +27,10 @@ read them and must not modify them.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, TypeVar, Union
 
 from pounce._types import Scope
 
@@ -263,6 +265,29 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 REQUEST_END_TYPES: tuple[type[Event], ...] = (ResponseCompleted, ClientDisconnected)
 
 
+E = TypeVar("E", bound=Event)
+
+
+def fast_constructor(cls: type[E]) -> Callable[..., E]:
+    """A positional constructor for ``cls`` that sets its slots directly: the same frozen object as
+    ``cls(**fields)``, for about a third of the cost (a frozen dataclass's keyword-only ``__init__`` goes
+    through ``object.__setattr__`` per field). Arguments in field order, every field given. For the
+    protocols' hot path (``pounce.observability.hooks``); everyone else uses the class itself.
+    """
+    names = [field.name for field in dataclasses.fields(cls)]
+    namespace: dict[str, object] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make({', '.join(names)}):", "    self = _new(_cls)"]
+    for index, name in enumerate(names):
+        namespace[f"_set{index}"] = getattr(cls, name).__set__  # the slot's member descriptor
+        lines.append(f"    _set{index}(self, {name})")
+    lines.append("    return self")
+    local: dict[str, Callable[..., E]] = {}
+    exec("\n".join(lines), namespace, local)
+    make = local["make"]
+    make.__qualname__ = f"{cls.__name__}.fast"
+    return make
+
+
 def exception_type_name(exc: BaseException) -> str:
     """``RequestFailed.exception_type`` for ``exc``: the class name, with its module unless a builtin."""
     cls = type(exc)
@@ -308,5 +333,6 @@ __all__ = [
     "WorkerStarted",
     "WorkerStopped",
     "exception_type_name",
+    "fast_constructor",
     "protocol_for_version",
 ]

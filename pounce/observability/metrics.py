@@ -165,8 +165,12 @@ class PrometheusMetrics:
         self.worker_drains = Counter(
             "pounce_worker_drains", "Workers taken out of service while the server went on.", ("reason",), registry=reg
         )
-        # Label children, looked up once per label combination (labels() takes a lock and validates).
+        # Label children, looked up once per label combination (labels() takes a lock and validates);
+        # the per-request ones as one tuple per (method, status, version, scheme), so a request costs
+        # two dict lookups. Keys are bounded: methods are normalized first, the rest has few values.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._responses: dict[tuple[str, int, str, str], tuple[Any, Any, Any, Any]] = {}
+        self._actives: dict[tuple[str, str], Any] = {}
         self._dispatch: dict[type[Event], Callable[[Any], None]] = {
             RequestStarted: self._request_started,
             ResponseCompleted: self._response_completed,
@@ -197,21 +201,35 @@ class PrometheusMetrics:
     # -- requests ------------------------------------------------------------------------------
 
     def _active(self, request: RequestStarted) -> Any:
-        return self._child(self.active_requests, _method(request.method), request.scope.get("scheme", "http"))
+        key = (_method(request.method), request.scope.get("scheme", "http"))
+        child = self._actives.get(key)
+        if child is None:
+            child = self._actives.setdefault(key, self.active_requests.labels(*key))
+        return child
 
     def _request_started(self, event: RequestStarted) -> None:
         self._active(event).inc()
 
     def _response_completed(self, event: ResponseCompleted) -> None:
         request = event.request
-        method = _method(request.method)
-        version = request.http_version
-        scheme = request.scope.get("scheme", "http")
-        status = event.status
-        self._child(self.request_duration, method, status, version, scheme).observe(event.total_seconds)
-        self._child(self.response_size, method, status, version, scheme).observe(event.body_bytes)
-        self._child(self.requests, method, f"{status // 100}xx", protocol_for_version(version)).inc()
-        self._active(request).dec()
+        key = (_method(request.method), event.status, request.http_version, request.scope.get("scheme", "http"))
+        children = self._responses.get(key)
+        if children is None:
+            method, status, version, scheme = key
+            children = self._responses.setdefault(
+                key,
+                (
+                    self.request_duration.labels(method, status, version, scheme),
+                    self.response_size.labels(method, status, version, scheme),
+                    self.requests.labels(method, f"{status // 100}xx", protocol_for_version(version)),
+                    self._active(request),
+                ),
+            )
+        duration, size, count, active = children
+        duration.observe(event.total_seconds)
+        size.observe(event.body_bytes)
+        count.inc()
+        active.dec()
 
     def _client_disconnected(self, event: ClientDisconnected) -> None:
         self._child(self.disconnects, protocol_for_version(event.request.http_version)).inc()

@@ -63,3 +63,16 @@ def test_helpers() -> None:
     assert ev.protocol_for_version("1.0") == "http/1.1"
     assert ev.protocol_for_version("2") == "h2"
     assert ev.protocol_for_version("3") == "h3"
+
+
+def test_fast_constructors_make_the_same_frozen_objects() -> None:
+    for cls in ev.EVENT_TYPES:
+        fields = dataclasses.fields(cls)
+        values = {field.name: f"value-{index}" for index, field in enumerate(fields)}
+        fast = ev.fast_constructor(cls)(*values.values())
+        assert fast == cls(**values), cls  # type: ignore[arg-type]
+        assert type(fast) is cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(fast, fields[0].name, 0)
+    with pytest.raises(TypeError):
+        ev.fast_constructor(ev.ResponseStarted)(1.0, 1)  # every field, positionally
