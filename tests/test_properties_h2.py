@@ -587,11 +587,6 @@ def oversized_frame_answer(running: RunningServer, frame_type: int, length: int,
         return goaway, closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a frame header announcing more than SETTINGS_MAX_FRAME_SIZE is not refused until its whole "
-    "payload (up to 16 MiB) has arrived: h2 checks the length after buffering the frame",
-)
 @pytest.mark.parametrize("case", [OVERSIZED_DATA, OVERSIZED_UNKNOWN], ids=["data-16385", "unknown-type-16MiB"])
 def test_oversized_frame_is_refused_at_its_header(case: tuple[int, int]) -> None:
     with run_server(app, http2=True) as running:
