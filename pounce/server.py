@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pounce._compat import asyncio_run
 from pounce.config import STARTUP_FAILURE, Config, ServerConfig
 from pounce.observability.bus import EventBus
+from pounce.observability.access import AccessLogSubscriber
 from pounce.observability.events import (
     DrainReason,
     ServerStarted,
@@ -197,6 +198,9 @@ class Server:
         bus = self.server_state.event_bus
         bus.worker_id = self.worker.worker_id
         handlers = cfg.event_handlers + (self.telemetry.handlers if self.telemetry is not None else ())
+        if cfg.access_log and logging.getLogger("uvicorn.access").hasHandlers():
+            # The access log is one more subscriber: a line per response, Uvicorn's by default.
+            handlers = (AccessLogSubscriber(), *handlers)
         if self.telemetry is not None:
             self.server_state.tracer = self.telemetry.tracer
         return [bus.subscribe(handler) for handler in handlers]

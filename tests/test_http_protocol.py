@@ -459,7 +459,7 @@ def test_scope(http: str) -> None:
             local = sock.getsockname()
     assert scope["keys"] == sorted(
         ["type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path", "raw_path"]
-        + ["query_string", "headers", "state"]
+        + ["query_string", "headers", "state", "extensions"]
     )
     assert scope["type"] == "http"
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}

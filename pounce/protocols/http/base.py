@@ -18,6 +18,10 @@ from typing import Any
 from pounce._types import ASGI3Application, Scope
 from pounce.config import Config
 from pounce.logging import TRACE_LOG_LEVEL
+from pounce.observability import hooks
+from pounce.observability.bus import EXTENSION_KEY
+from pounce.observability.events import ProtocolName
+from pounce.observability.request import observe
 from pounce.protocols.http.cycle import RequestResponseCycle
 from pounce.protocols.http.flow_control import FlowControl, service_unavailable
 from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -46,6 +50,14 @@ MAX_DRAIN_GRACE = 1.0
 
 
 class BaseHTTPProtocol(asyncio.Protocol):
+    # What this connection reports itself as in events; and whether ``_attach`` reports it opened (the
+    # --http2 negotiation reports it once it knows which protocol the connection speaks).
+    protocol_name: ProtocolName = "http/1.1"
+    _announce_on_attach = True
+    # The connection's id in events: 0 until events need one; reported opened (and so closed) or not.
+    connection_id = 0
+    _announced = False
+
     def __init__(
         self,
         config: Config,
@@ -73,6 +85,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.timeout_request_body = cfg.timeout_request_body
         self.limit_request_body = cfg.limit_request_body
         self.reset_contextvars = cfg.reset_contextvars
+        self.server_timing = cfg.server_timing
         # Eager request tasks need Python 3.12+ and a real event loop (not a test double).
         self.eager_tasks = sys.version_info >= (3, 12) and isinstance(self.loop, asyncio.AbstractEventLoop)
 
@@ -117,6 +130,30 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
+        if self._announce_on_attach:
+            self._announce()
+
+    def _announce(self) -> None:
+        """Report the connection opened, if anyone listens (then its close is reported too)."""
+        events = self.server_state.events
+        if events is not None:
+            self.connection_id = hooks.connection_opened(
+                events, self.protocol_name, self.client, self.scheme == "https", self.connection_id or None
+            )
+            self._announced = True
+
+    def _report_closed(self, upgraded_to: ProtocolName | None = None) -> None:
+        if self._announced:
+            self._announced = False
+            hooks.connection_closed(
+                self.server_state.event_bus, self.connection_id, self.protocol_name, self._requests, upgraded_to
+            )
+
+    def _observe(self, cycle: RequestResponseCycle, scope: Scope, stream_id: int | None = None) -> None:
+        """Give the request its observer (events, span, Server-Timing); called only when one is needed."""
+        if not self.connection_id:
+            self.connection_id = self.server_state.event_bus.next_connection_id()
+        cycle.observer = observe(self.server_state, self.connection_id, scope, self.server_timing, stream_id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -125,7 +162,10 @@ class BaseHTTPProtocol(asyncio.Protocol):
         if cycle is not None:
             if not cycle.response_complete:
                 cycle.disconnected = True
+                if cycle.observer is not None:
+                    cycle.observer.client_disconnected()
             cycle.notify()
+        self._report_closed()
         if self.flow is not None:
             self.flow.resume_writing()
         self._cancel_header_timer()
@@ -207,6 +247,8 @@ class BaseHTTPProtocol(asyncio.Protocol):
             "query_string": query_string,
             "headers": headers,
             "state": self.app_state.copy(),
+            # Frameworks subscribe to this worker's events through it (pounce/observability/bus.py).
+            "extensions": {EXTENSION_KEY: self.server_state.event_bus.source},
         }
 
     def _select_app(self) -> ASGI3Application:
@@ -289,6 +331,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self._trace("Upgrading to WebSocket")
         assert self.ws_protocol_class is not None
         self.connections.discard(self)
+        self._report_closed(upgraded_to="websocket")
         self._cancel_header_timer()
         self._unset_keepalive_if_required()
         protocol = self.ws_protocol_class(  # type: ignore[call-arg]

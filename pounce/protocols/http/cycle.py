@@ -13,11 +13,14 @@ import http
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.protocols.http.flow_control import FlowControl
-from pounce.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
+from pounce.protocols.utils import ClientDisconnected
+
+if TYPE_CHECKING:
+    from pounce.observability.request import RequestObserver
 
 # RFC 9110 §5.1/§5.5: names are tokens; values carry no CTL but HTAB (CR/LF would split the response).
 INVALID_HEADER_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
@@ -67,6 +70,8 @@ class RequestResponseCycle:
     body_timeout: float | None = None
     # What the protocol does when the deadline passes (answer 408 and close, reset a stream, ...).
     on_body_timeout: Callable[[], None] | None = None
+    # Events, tracing, Server-Timing (pounce/observability/request.py); None while nothing observes.
+    observer: RequestObserver | None = None
     _body_deadline = 0.0
     _body_progress = 0
     _body_timed_out = False
@@ -96,18 +101,26 @@ class RequestResponseCycle:
 
     # ASGI exception wrapper
     async def run_asgi(self, app: ASGI3Application) -> None:
+        observer = self.observer
+        error: BaseException | None = None
+        if observer is not None:
+            observer.app_started(self.scope)
         try:
             result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:
+            error = exc
             if self.disconnected and noticed_disconnect(exc):
                 # The client left and the app noticed (our ClientDisconnected, or a framework's own
                 # exception raised from it, as Starlette's StreamingResponse does): not an app error.
                 self.logger.debug("The client disconnected before the response was complete.")
             else:
                 self.logger.error("Exception in ASGI application\n", exc_info=exc)
+                sends_500 = not self.disconnected and not self.response_started
+                if observer is not None:
+                    observer.failed(exc, "Exception in ASGI application", sends_500)
                 if self.disconnected:
                     pass  # Nobody left to answer (and send() would raise ClientDisconnected).
-                elif not self.response_started:
+                elif sends_500:
                     await self.send_500_response()
                 elif not self.response_complete:
                     # A response cut short cannot be repaired: only closing tells the client.
@@ -118,19 +131,29 @@ class RequestResponseCycle:
                 raise
         else:
             if result is not None:
-                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self._app_misbehaved(f"ASGI callable should return None, but returned '{result}'.", False)
                 self.transport.close()
             elif not self.response_started and not self.disconnected:
-                self.logger.error("ASGI callable returned without starting response.")
+                self._app_misbehaved("ASGI callable returned without starting response.", True)
                 await self.send_500_response()
             elif not self.response_complete and not self.disconnected:
-                self.logger.error("ASGI callable returned without completing response.")
+                self._app_misbehaved("ASGI callable returned without completing response.", False)
                 self.transport.close()
         finally:
             self.on_response = _noop
             self.finished = True
             if self.task is not None and self.tasks is not None:
                 self.tasks.discard(self.task)
+            if observer is not None:
+                observer.app_finished(error)
+            # The traceback refers to this frame: holding the exception here would make a cycle that
+            # keeps the app's frames (an unfinished async generator, say) alive until the next GC.
+            error = None
+
+    def _app_misbehaved(self, message: str, sends_500: bool) -> None:
+        self.logger.error(message)
+        if self.observer is not None:
+            self.observer.failed(None, message, sends_500)
 
     async def send_500_response(self) -> None:
         await self.send(
@@ -167,15 +190,8 @@ class RequestResponseCycle:
 
             status = message["status"]
             headers = message.get("headers", [])
-            if self.access_log:
-                self.access_logger.info(
-                    '%s - "%s %s HTTP/%s" %d',
-                    get_client_addr(self.scope),
-                    self.scope["method"],
-                    get_path_with_query_string(self.scope),
-                    self.scope["http_version"],
-                    status,
-                )
+            if self.observer is not None:
+                self.observer.response_started(status)
             self.write_response_start(status, headers)
 
         elif not self.response_complete:
@@ -186,9 +202,14 @@ class RequestResponseCycle:
             # Framed first: a body that contradicts its Content-Length raises here, and a response
             # that did not go out complete must not count as complete (its connection is closed).
             self.write_body(body, more_body)
+            observer = self.observer
+            if observer is not None:
+                observer.body_bytes += len(body)
             if not more_body:
                 self.response_complete = True
                 self.notify()
+                if observer is not None:
+                    observer.response_completed()
 
         else:
             raise RuntimeError(f"Unexpected ASGI message '{message_type}' sent, after response already completed.")

@@ -150,6 +150,11 @@ class FastCycle(RequestResponseCycle):
                     parts.append(b"connection: close\r\n")
         if self.http10 and self.keep_alive:
             parts.append(b"connection: keep-alive\r\n")
+        observer = self.observer
+        if observer is not None:
+            field = observer.head_sent()
+            if field is not None:
+                parts.append(b"%s: %s\r\n" % field)
         parts.append(b"\r\n")
 
     def flush_head(self) -> None:
@@ -297,6 +302,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 head.method,
                 head.http_version,
             )
+            state = self.server_state
+            if state.events is not None or state.tracer is not None or self.server_timing:
+                self._observe(cycle, scope)
             if head.chunked:
                 self._body_reader = ChunkedReader(self.max_line)
             elif head.content_length:

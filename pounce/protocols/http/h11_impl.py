@@ -32,6 +32,10 @@ class H11Cycle(RequestResponseCycle):
         headers = self.default_headers + list(headers)
         if not self.keep_alive and (b"connection", b"close") not in headers:
             headers = headers + [(b"connection", b"close")]
+        if self.observer is not None:
+            field = self.observer.head_sent()
+            if field is not None:
+                headers.append(field)
         response = h11.Response(status_code=status, headers=headers, reason=status_phrase(status))
         self.transport.write(self.conn.send(response))
 
@@ -177,6 +181,9 @@ class H11Protocol(BaseHTTPProtocol):
                 )
                 self.cycle.body_timeout = self.timeout_request_body
                 self.cycle.on_body_timeout = self.request_body_timeout
+                state = self.server_state
+                if state.events is not None or state.tracer is not None or self.server_timing:
+                    self._observe(self.cycle, scope)
                 self._run_cycle(self.cycle, app)
 
             elif isinstance(event, h11.Data):

@@ -33,6 +33,8 @@ class _NegotiatingProtocol(BaseHTTPProtocol):
     # Offered in the TLS handshake, in order of preference (read by ``Config.load``).
     alpn_protocols: ClassVar[list[str]] = ["h2", "http/1.1"]
     _preface = b""
+    # Reported opened (events) once it is known to stay HTTP/1.1; H2Protocol reports its own.
+    _announce_on_attach = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if is_ssl(transport):
@@ -41,6 +43,7 @@ class _NegotiatingProtocol(BaseHTTPProtocol):
                 self._hand_over(transport, b"")
                 return
             super().connection_made(transport)
+            self._announce()
             return
         super().connection_made(transport)
         # Only the first bytes of a cleartext connection are looked at; see the module docstring.
@@ -67,6 +70,7 @@ class _NegotiatingProtocol(BaseHTTPProtocol):
                 self._drain_timer = None
             self._hand_over(self.transport, seen)
         else:
+            self._announce()
             self.data_received(seen)
 
     def _hand_over(self, transport: asyncio.BaseTransport, data: bytes) -> None:
