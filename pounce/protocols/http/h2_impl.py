@@ -49,6 +49,8 @@ from hyperframe.frame import GoAwayFrame
 
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.config import Config
+from pounce.observability import hooks
+from pounce.observability.events import Initiator, ProtocolName
 from pounce.protocols.http.base import BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import (
     BODY_PROGRESS,
@@ -260,6 +262,7 @@ class H2Protocol(BaseHTTPProtocol):
     """One HTTP/2 connection (RFC 9113) served through h2; created by the ``--http2`` negotiation."""
 
     alpn_protocols: ClassVar[list[str]] = ["h2"]
+    protocol_name: ProtocolName = "h2"
 
     def __init__(
         self,
@@ -307,6 +310,7 @@ class H2Protocol(BaseHTTPProtocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        self._report_closed()
         if exc is None and not self.transport.is_closing():
             self.transport.close()
 
@@ -363,6 +367,8 @@ class H2Protocol(BaseHTTPProtocol):
             elif isinstance(event, h2.events.StreamReset):
                 # The client's RST_STREAM, or our own for a malformed request (``H2Connection``).
                 reset_cycle = self.streams.get(event.stream_id)
+                if self.server_state.events is not None and event.remote_reset:
+                    self._report_reset(event.stream_id, event.error_code, "client")
                 if reset_cycle is not None:
                     self._forget(reset_cycle)
             elif isinstance(event, h2.events.ConnectionTerminated):
@@ -432,8 +438,13 @@ class H2Protocol(BaseHTTPProtocol):
             # RFC 9113 §8.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
             headers.insert(0, (b"host", authority))
         scope = self.build_scope(method, path, "2", headers)
-        scope["extensions"] = {name: {} for name in EXTENSIONS}
+        extensions: dict[str, Any] = scope["extensions"]  # "pounce.events" is there already (build_scope)
+        for extension in EXTENSIONS:
+            extensions[extension] = {}
         cycle = H2Cycle(self, stream_id, scope, expect_continue)
+        state = self.server_state
+        if state.events is not None or state.tracer is not None or self.server_timing:
+            self._observe(cycle, scope, stream_id)
         if declared is not None:
             cycle.declared_length = int(declared)
         self.streams[stream_id] = cycle
@@ -536,6 +547,10 @@ class H2Protocol(BaseHTTPProtocol):
                     # The whole body is known: say how long it is (clients show progress, preallocate).
                     head.append((b"content-length", b"%d" % len(pending)))
                 finished = cycle.end_queued and not pending and cycle.trailers is None
+                if cycle.observer is not None:
+                    field = cycle.observer.head_sent()
+                    if field is not None:
+                        head.append(field)
                 conn.send_headers(stream_id, head, end_stream=finished)
             while not finished and not self.flow.write_paused:
                 if pending:
@@ -646,7 +661,21 @@ class H2Protocol(BaseHTTPProtocol):
             self.conn.reset_stream(stream_id, error_code)
         except h2.exceptions.ProtocolError:
             return False  # Already closed (the client reset it in the same read): nothing to reset.
+        if self.server_state.events is not None:
+            self._report_reset(stream_id, error_code, "server")
         return True
+
+    def _report_reset(self, stream_id: int, error_code: int, initiator: Initiator) -> None:
+        events = self.server_state.events
+        assert events is not None
+        cycle = self.streams.get(stream_id)
+        request = cycle.observer.request if cycle is not None and cycle.observer is not None else None
+        if not self.connection_id:
+            self.connection_id = events.next_connection_id()
+        hooks.stream_reset(
+            events, self.connection_id, stream_id, request.request_id if request is not None else None,
+            int(error_code), initiator,
+        )
 
     def _reset_for_client(self, stream_id: int, error_code: ErrorCodes) -> None:
         """Reset a stream because of what the client sent: charged to the reset budget like its own
@@ -663,6 +692,8 @@ class H2Protocol(BaseHTTPProtocol):
             self._orphans += 1
         if not cycle.response_complete:
             cycle.disconnected = True
+            if cycle.observer is not None:
+                cycle.observer.client_disconnected()
         if cycle.window_timer is not None:
             cycle.window_timer.cancel()
             cycle.window_timer = None
