@@ -73,8 +73,6 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.app: ASGI3Application = cfg.app  # type: ignore[assignment]
         self.loop = _loop or asyncio.get_event_loop()
         self.logger = logging.getLogger("uvicorn.error")
-        self.access_logger = logging.getLogger("uvicorn.access")
-        self.access_log = cfg.access_log and self.access_logger.hasHandlers()
         self.ws_protocol_class = cfg.ws_protocol_class
         self.root_path = cfg.root_path
         self.limit_concurrency = cfg.limit_concurrency

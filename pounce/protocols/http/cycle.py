@@ -82,8 +82,6 @@ class RequestResponseCycle:
         transport: asyncio.Transport,
         flow: FlowControl,
         logger: logging.Logger,
-        access_logger: logging.Logger,
-        access_log: bool,
         on_response: Callable[[], None],
         keep_alive: bool,
         expect_100_continue: bool,
@@ -92,8 +90,6 @@ class RequestResponseCycle:
         self.transport = transport
         self.flow = flow
         self.logger = logger
-        self.access_logger = access_logger
-        self.access_log = access_log
         self.on_response = on_response
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue

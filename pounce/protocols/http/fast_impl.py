@@ -69,8 +69,6 @@ class FastCycle(RequestResponseCycle):
             protocol.transport,
             protocol.flow,
             protocol.logger,
-            protocol.access_logger,
-            protocol.access_log,
             protocol.on_response_complete,
             keep_alive,
             expect_100_continue,

@@ -171,8 +171,6 @@ class H11Protocol(BaseHTTPProtocol):
                     self.transport,
                     self.flow,
                     self.logger,
-                    self.access_logger,
-                    self.access_log,
                     self.on_response_complete,
                     not self.draining,
                     self.conn.they_are_waiting_for_100_continue,

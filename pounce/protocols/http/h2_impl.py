@@ -129,8 +129,6 @@ class H2Cycle(RequestResponseCycle):
             handle,
             FlowControl(handle),
             protocol.logger,
-            protocol.access_logger,
-            protocol.access_log,
             protocol.on_response_complete,
             True,
             expect_100_continue,
