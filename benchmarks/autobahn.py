@@ -28,6 +28,12 @@ the script fail with the tail of its log, never hang.
     python3 benchmarks/autobahn.py --cases '3.*,4.*,5.15,6.4.*'
     python3 benchmarks/autobahn.py --keep reports/  # keep the HTML/JSON reports
 
+Last full run (2-core machine, Python 3.11, 1204 s): 517 cases, OK 514, INFORMATIONAL 3 (7.1.6,
+7.13.1, 7.13.2: Autobahn rates those informational whatever the server does), nothing NON-STRICT,
+FAILED or UNIMPLEMENTED; 12-13 (permessage-deflate) all OK. Before the strict frame reader, cases
+1-10 had 14 NON-STRICT: 3.2-3.4, 4.1.3-4.1.5, 4.2.3-4.2.5, 5.15 (frames after a bad one were
+acted on, or the message before it lost) and 6.4.1-6.4.4 (invalid UTF-8 caught only at the end).
+
 The server runs with ``--ws-max-size 16777216`` (the default, and exactly the largest message the
 9.x cases send) and ``--ws-ping-interval 0`` (the suite's cases do not expect our pings).
 """

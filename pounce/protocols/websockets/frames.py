@@ -15,7 +15,8 @@ travel on the ``ProtocolViolation`` (``events``), for the protocol to act on the
 Memory: a message being assembled (fragmented, or one large frame arriving over several reads) is
 one ``bytearray`` of payload, decompressed as it arrives, so it never holds more than
 ``max_size`` bytes however it was cut into fragments; a partial header or control frame is at
-most 131 bytes. An unbounded run of (empty) fragments is refused with 1009 (``max_fragments``).
+most 131 bytes; what a ``feed`` budget leaves unparsed is the rest of that read, kept as the read's
+own bytes object. An unbounded run of (empty) fragments is refused with 1009 (``max_fragments``).
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class FrameReader:
         self.first_byte_ok = _FIRST_BYTE_OK_DEFLATE if deflate is not None else _FIRST_BYTE_OK
         self.pending = bytearray()  # a header or control frame cut by a read: at most 131 bytes
         self.done = False  # after a close frame or a violation nothing more is parsed
-        # Whole frames a ``budget`` left unparsed: ``held[held_pos:]`` (the read itself, not a copy)
+        # What a ``budget`` left unparsed: ``held[held_pos:]`` (the read itself, not a copy)
         self.held: bytes | bytearray = b""
         self.held_pos = 0
         self.budget_left = -1
@@ -266,7 +267,7 @@ class FrameReader:
     def feed(self, data: bytes | bytearray, budget: int = -1) -> list[FrameEvent]:
         """The events in one read (and in what an earlier budget held back).
 
-        With a ``budget``, at most that many frames are parsed; the whole frames after them are held
+        With a ``budget``, at most that many frames are parsed; the rest of the read is held
         (``has_held``) for the next call. Raises ``ProtocolViolation``, carrying the events before it.
         """
         out: list[FrameEvent] = []
