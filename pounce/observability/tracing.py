@@ -49,6 +49,8 @@ logger = logging.getLogger("uvicorn.error")
 INSTALL_HINT = "--otel needs OpenTelemetry: pip install 'pounce[otel]'"
 KNOWN_METHODS = frozenset(("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"))
 INSTRUMENTATION_NAME = "pounce"
+# The longest a stopping server waits for its last spans to be exported.
+FLUSH_TIMEOUT = 5.0
 
 
 def available() -> bool:
@@ -104,27 +106,44 @@ class TracedRequest:
         if self._ended:
             return
         self._ended = True
-        from opentelemetry import context
-        from opentelemetry.trace import Status, StatusCode
-
         span = self.span
+        attributes: dict[str, Any] = {}
         client = self._scope.get("client")
         if client:
-            span.set_attribute("client.address", str(client[0]))
-            span.set_attribute("client.port", int(client[1]))
+            attributes["client.address"] = str(client[0])
+            attributes["client.port"] = int(client[1])
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if error is not None:
             span.record_exception(error)
-            span.set_attribute("error.type", type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            attributes["error.type"] = type(error).__qualname__
+            span.set_status(_api.Status(_api.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         elif status is not None and status >= 500:
-            span.set_attribute("error.type", str(status))
-            span.set_status(Status(StatusCode.ERROR))
+            attributes["error.type"] = str(status)
+            span.set_status(_api.Status(_api.StatusCode.ERROR))
+        if attributes:
+            span.set_attributes(attributes)  # one call: the SDK locks and validates per call
         try:
-            context.detach(self._token)  # type: ignore[arg-type]
+            _api.context.detach(self._token)
         finally:
             span.end(end_time=_epoch_ns(ended))
+
+
+class _API:
+    """The OpenTelemetry API modules, imported once (an import statement per request costs microseconds)."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, propagate, trace
+        from opentelemetry.trace import Status, StatusCode
+
+        self.context = context
+        self.propagate = propagate
+        self.trace = trace
+        self.Status = Status
+        self.StatusCode = StatusCode
+
+
+_api: Any = None
 
 
 def _epoch_ns(monotonic: float | None) -> int | None:
@@ -142,25 +161,51 @@ class RequestTracer:
 
         import pounce
 
+        global _api
+        if _api is None:
+            _api = _API()
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+        self.provider = provider
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME, pounce.__version__)
+        # The header names the configured propagators read (traceparent, tracestate, baggage by
+        # default): a request carrying none of them has no parent to extract, and is spared the work.
+        self._carrier_fields = frozenset(field.lower().encode("latin-1") for field in _api.propagate.get_global_textmap().fields)
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Export the spans the provider's processors still hold (a batch processor waits up to 5 s).
+
+        Called when a server stops: a server stopped by SIGTERM re-raises it once shut down, as Uvicorn
+        does, which ends the process without running ``atexit`` -- where the SDK would otherwise flush
+        -- so the spans of the last requests would be lost. Never raises.
+        """
+        force_flush = getattr(self.provider, "force_flush", None)  # the SDK's provider has it; the API's not
+        if force_flush is None:
+            return
+        try:
+            force_flush(int(timeout * 1000))
+        except Exception:  # an exporter failing must not break the shutdown
+            logger.warning("Flushing the OpenTelemetry spans failed.", exc_info=True)
 
     def start_request(self, scope: Scope, started: float | None = None) -> TracedRequest:
         """Start ``scope``'s SERVER span (``started``: the head-parsed ``time.monotonic()``) and make it current."""
-        from opentelemetry import context, propagate, trace
-
+        api = _api
         headers: Sequence[tuple[bytes, bytes]] = scope.get("headers", ())
-        parent: Context = propagate.extract(headers, getter=_headers_getter())
+        fields = self._carrier_fields
+        parent: Context | None = None
+        for name, _ in headers:
+            if name in fields:
+                parent = api.propagate.extract(headers, getter=_headers_getter())
+                break
         attributes = self.attributes(scope, headers)
         method = attributes["http.request.method"]
         span = self.tracer.start_span(
             "HTTP" if method == "_OTHER" else str(method),
             context=parent,
-            kind=trace.SpanKind.SERVER,
+            kind=api.trace.SpanKind.SERVER,
             attributes=attributes,
             start_time=_epoch_ns(started),
         )
-        token = context.attach(trace.set_span_in_context(span, parent))
+        token = api.context.attach(api.trace.set_span_in_context(span, parent))
         return TracedRequest(span, token, scope)
 
     @staticmethod
