@@ -16,8 +16,29 @@ import pounce
 from pounce.config import Config, ConfigError
 from pounce.main import main
 from pounce.observability.bus import events_extension
-from pounce.observability.events import Event, ServerStarted, ServerStopping, WorkerStarted, WorkerStopped
+from pounce.observability.events import (
+    ConnectionClosed,
+    ConnectionOpened,
+    Event,
+    RequestStarted,
+    ResponseCompleted,
+    ResponseStarted,
+    ServerStarted,
+    ServerStopping,
+    WorkerDraining,
+    WorkerStarted,
+    WorkerStopped,
+)
 from tests.utils import run_server
+
+# The events of a server's and its workers' lives; the tests about those leave out the request and
+# connection events every served request adds.
+LIFECYCLE = (WorkerStarted, ServerStarted, WorkerDraining, ServerStopping, WorkerStopped)
+LIFECYCLE_NAMES = {cls.__name__ for cls in LIFECYCLE}
+
+
+def lifecycle(events: list[Event]) -> list[Event]:
+    return [event for event in events if isinstance(event, LIFECYCLE)]
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -36,8 +57,9 @@ def test_a_server_reports_its_life_in_order() -> None:
     with run_server(hello, event_handlers=[seen.append]) as server:
         assert httpx.get(server.url).text == "hello"
         assert httpx.get(server.url).text == "hello"
-    assert [type(e) for e in seen] == [WorkerStarted, ServerStarted, ServerStopping, WorkerStopped]
-    started, listening, stopping, stopped = seen
+    life = lifecycle(seen)
+    assert [type(e) for e in life] == [WorkerStarted, ServerStarted, ServerStopping, WorkerStopped]
+    started, listening, stopping, stopped = life
     assert isinstance(started, WorkerStarted) and isinstance(stopped, WorkerStopped)
     assert (started.worker_id, started.mode, started.generation, started.reason) == (0, "single", 0, "initial")
     assert started.pid == os.getpid()
@@ -46,6 +68,11 @@ def test_a_server_reports_its_life_in_order() -> None:
     assert stopped.requests_served == 2
     times = [e.time for e in seen]
     assert times == sorted(times)
+    # The two requests in between, each on its own connection (httpx.get opens one per call), inside
+    # the server's life: after ServerStarted, before ServerStopping.
+    between = seen[seen.index(listening) + 1 : seen.index(stopping)]
+    assert [type(e) for e in between] == [ConnectionOpened, RequestStarted, ResponseStarted, ResponseCompleted,
+                                          ConnectionClosed] * 2
 
 
 def test_handlers_given_as_import_strings_are_imported_by_load(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,8 +80,12 @@ def test_handlers_given_as_import_strings_are_imported_by_load(tmp_path: Any, mo
     monkeypatch.setenv("POUNCE_TEST_EVENTS", str(log))
     with run_server(hello, event_handlers=["tests.observability.apps:record_to_file"]) as server:
         httpx.get(server.url)
-    lines = log.read_text().splitlines()
-    assert [line.split()[0] for line in lines] == ["WorkerStarted", "ServerStarted", "ServerStopping", "WorkerStopped"]
+    names = [line.split()[0] for line in log.read_text().splitlines()]
+    assert [name for name in names if name in LIFECYCLE_NAMES] == [
+        "WorkerStarted", "ServerStarted", "ServerStopping", "WorkerStopped"]
+    # The handler got the request too, between ServerStarted and ServerStopping.
+    assert names[2:-2] == ["ConnectionOpened", "RequestStarted", "ResponseStarted", "ResponseCompleted",
+                           "ConnectionClosed"]
 
 
 def test_bad_handlers_are_config_errors() -> None:
@@ -92,11 +123,15 @@ def test_a_framework_subscribes_from_the_lifespan_scope_and_unsubscribes() -> No
                     return
         await hello(scope, receive, send)
 
-    with run_server(framework, lifespan="on") as server:
+    # No access log: the framework's handler is the only one, so the bus is on exactly while it is subscribed.
+    with run_server(framework, lifespan="on", access_log=False) as server:
         assert server.server.server_state.events is not None
         httpx.get(server.url)
-    # Subscribed during startup: it sees the server start and stop, and nothing after unsubscribing.
-    assert [type(e) for e in seen] == [ServerStarted, ServerStopping]
+    # Subscribed during startup: it sees the server start, the request, the server stop, and nothing
+    # after unsubscribing (WorkerStopped).
+    assert [type(e) for e in lifecycle(seen)] == [ServerStarted, ServerStopping]
+    assert [type(e) for e in seen[1:-1]] == [ConnectionOpened, RequestStarted, ResponseStarted, ResponseCompleted,
+                                             ConnectionClosed]
     assert server.server.server_state.events is None
 
 
@@ -132,10 +167,23 @@ def test_cli_bad_event_handler_is_a_usage_error(spec: str) -> None:
 
 
 def test_events_off_means_no_bus_work_on_the_state() -> None:
-    with run_server(hello) as server:
+    # The access log is a subscriber: with it on (the default) events are on. Off, and with no handler,
+    # nobody listens.
+    with run_server(hello, access_log=False) as server:
         state = server.server.server_state
         assert state.events is None
         assert state.tracer is None
         with socket.create_connection((server.host, server.port)) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             assert b"hello" in sock.recv(4096)
+        assert state.events is None
+        # Nothing was observed: no connection or request ids were handed out.
+        assert state.event_bus.next_connection_id() == 1
+        assert state.event_bus.next_request_id() == 1
+
+
+def test_the_default_access_log_turns_events_on() -> None:
+    with run_server(hello) as server:
+        state = server.server.server_state
+        assert state.events is state.event_bus
+        assert [type(handler).__name__ for handler in state.event_bus.handlers] == ["AccessLogSubscriber"]
