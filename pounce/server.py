@@ -177,6 +177,10 @@ class Server:
                         requests_served=self.server_state.total_requests,
                     )
                 )
+            tracer = self.server_state.tracer
+            if tracer is not None:
+                # Before a re-raised SIGTERM ends the process without atexit (see RequestTracer.flush).
+                tracer.flush()
             for undo in unsubscribe:
                 undo()
             if self._owns_telemetry and self.telemetry is not None:

@@ -28,15 +28,18 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_server(app: Any, **kwargs: Any) -> Iterator[RunningServer]:
-    """Serve ``app`` with ``Config(app, **kwargs)`` on a fresh port until the block ends."""
+def run_server(app: Any, *, telemetry: Any = None, **kwargs: Any) -> Iterator[RunningServer]:
+    """Serve ``app`` with ``Config(app, **kwargs)`` on a fresh port until the block ends.
+
+    ``telemetry``: a ``pounce.observability.runtime.Telemetry`` for the server (a tracer of the test's own).
+    """
     kwargs.setdefault("lifespan", "off")
     kwargs.setdefault("log_level", "warning")
     config = Config(app, host="127.0.0.1", port=0, **kwargs)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = Server(config)
+    server = Server(config, telemetry=telemetry)
     errors: list[BaseException] = []
 
     def target() -> None:

@@ -137,6 +137,10 @@ class _API:
         from opentelemetry.trace import Status, StatusCode
 
         self.context = context
+        # The parent of a request without trace headers: the root context, never the current one. A
+        # request's task is created with a copy of the context of whatever created it, and for a pipelined
+        # request (either HTTP/1.1 parser) that is the previous request's task, where its span is current.
+        self.root = context.Context()
         self.propagate = propagate
         self.trace = trace
         self.Status = Status
@@ -191,7 +195,7 @@ class RequestTracer:
         api = _api
         headers: Sequence[tuple[bytes, bytes]] = scope.get("headers", ())
         fields = self._carrier_fields
-        parent: Context | None = None
+        parent: Context = api.root
         for name, _ in headers:
             if name in fields:
                 parent = api.propagate.extract(headers, getter=_headers_getter())
