@@ -175,7 +175,29 @@ def get_subprocess(
         kwargs["worker"] = worker
     if metrics_dir is not None:
         kwargs["metrics_dir"] = metrics_dir
+    from pounce.config import LOGGING_CONFIG
+
+    if config.log_config is LOGGING_CONFIG:
+        kwargs["default_logging"] = True
     return spawn.Process(target=subprocess_started, kwargs=kwargs)
+
+
+def _adopt_default_logging(config: Config) -> None:
+    """In a child: the parent's default logging configuration is the default here too.
+
+    The config arrives by pickle, so its ``log_config`` is a copy of the parent's ``LOGGING_CONFIG``, not
+    that object. ``Config.configure_logging`` tells the default from a ``--log-config`` by identity, and only
+    the default gets ``--log-format json`` and ``--access-log-format`` applied: taken for a config of the
+    user's own, the copy made every worker log plain text (and warn that its configuration decides). The
+    copy holds what the parent's default held, so it becomes this process's ``LOGGING_CONFIG``.
+    """
+    from pounce.config import LOGGING_CONFIG
+
+    transported = config.log_config
+    if isinstance(transported, dict) and transported is not LOGGING_CONFIG:
+        LOGGING_CONFIG.clear()
+        LOGGING_CONFIG.update(transported)
+        config.log_config = LOGGING_CONFIG
 
 
 def subprocess_started(
@@ -186,8 +208,9 @@ def subprocess_started(
     conn: Connection | None = None,
     worker: WorkerIdentity | None = None,
     metrics_dir: str | None = None,
+    default_logging: bool = False,
 ) -> None:
-    """Entry point of every worker process."""
+    """Entry point of every worker process (``default_logging``: the parent logs with ``LOGGING_CONFIG``)."""
     if stdin_fileno is not None:
         # Some debuggers need stdin; spawn gives the child none of its own.
         try:
@@ -202,6 +225,8 @@ def subprocess_started(
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _supervisor_business)
     # Logging configuration does not survive spawn: set it up again.
+    if default_logging:
+        _adopt_default_logging(config)
     config.configure_logging()
 
     server: ServerLike | None
