@@ -355,3 +355,26 @@ def test_a_framework_subscribes_from_a_request_at_runtime_and_unsubscribes() -> 
     # The scope offered the same source on every request, HTTP/1.1 and HTTP/2.
     assert {version for version, _ in extensions} == {"1.1", "2"}
     assert {id(source) for _, source in extensions} == {id(state.event_bus.source)}
+
+
+@pytest.mark.parametrize("http", ["auto", "h11", "h2"])
+def test_body_bytes_counts_what_was_sent_not_what_a_head_request_dropped(http: str) -> None:
+    recorder = Recorder()
+    kwargs: dict[str, Any] = {"http2": True} if http == "h2" else {"http": http}
+    with run_server(app, event_handlers=[recorder], access_log=False, **kwargs) as server:
+        if http == "h2":
+            with H2Client(server.host, server.port) as client:
+                assert client.response(client.request(b"HEAD", b"/"))[2] == b""
+                assert client.response(client.request(b"GET", b"/"))[2] == b"hello "
+        else:
+            with server.connect() as sock:
+                buf = bytearray()
+                sock.sendall(b"HEAD / HTTP/1.1\r\nhost: a\r\n\r\n")
+                assert read_response(sock, buf, head_request=True).body == b""
+                sock.sendall(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+                assert read_response(sock, buf).body == b"hello "
+        recorder.wait_for(ResponseCompleted, 2)
+    head, get = recorder.of(RequestStarted)
+    assert head.method == "HEAD"
+    check_request(recorder, head, 200, 0)  # the app sent "hello ", the protocol dropped it (RFC 9110 §9.3.2)
+    check_request(recorder, get, 200, 6)

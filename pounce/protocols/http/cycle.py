@@ -72,6 +72,9 @@ class RequestResponseCycle:
     on_body_timeout: Callable[[], None] | None = None
     # Events, tracing, Server-Timing (pounce/observability/request.py); None while nothing observes.
     observer: RequestObserver | None = None
+    # Whether the response's body goes out at all (not for HEAD, 1xx, 204, 304: the protocol drops what
+    # the app sends); the protocols' framing sets it. The observer counts only body bytes that are sent.
+    _body_allowed = True
     _body_deadline = 0.0
     _body_progress = 0
     _body_timed_out = False
@@ -199,7 +202,7 @@ class RequestResponseCycle:
             # that did not go out complete must not count as complete (its connection is closed).
             self.write_body(body, more_body)
             observer = self.observer
-            if observer is not None:
+            if observer is not None and self._body_allowed:
                 observer.body_bytes += len(body)
             if not more_body:
                 self.response_complete = True

@@ -29,6 +29,8 @@ class H11Cycle(RequestResponseCycle):
         self.transport.write(self.conn.send(event))
 
     def write_response_start(self, status: int, headers: Any) -> None:
+        if self.scope["method"] == "HEAD":
+            self._body_allowed = False  # write_body sends none of it
         headers = self.default_headers + list(headers)
         if not self.keep_alive and (b"connection", b"close") not in headers:
             headers = headers + [(b"connection", b"close")]
