@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import sys
 import struct
 import threading
 import time
@@ -199,7 +200,9 @@ def test_endless_fragmented_message(tmp_path: Path, payload: bytes) -> None:
           f"{cpu:.2f} s CPU, sent {attack.sent / MiB:.1f} MiB, probe median {statistics.median(latencies) * 1000:.1f} ms")
     assert codes == [1009]
     assert peak - before < 16 * MiB, f"RSS grew {(peak - before) / MiB:.0f} MiB"
-    assert cpu < 3.0, f"{cpu:.2f} s of CPU"
+    # The 262,144 fragments before the 1009 take about 2 s here on a GIL build and 3.4 s on 3.13t,
+    # whose pure-Python code is slower; unbounded, the attack took all of its 6 s.
+    assert cpu < (3.0 if getattr(sys, "_is_gil_enabled", lambda: True)() else 4.5), f"{cpu:.2f} s of CPU"
     assert statistics.median(latencies) < 0.1, latencies
 
 
