@@ -156,7 +156,7 @@ class ResponseCompleted(RequestEvent):
     """The last byte of the response was handed to the connection. A request's end (or ClientDisconnected)."""
 
     status: int
-    body_bytes: int
+    body_bytes: int  # response body bytes sent (none for HEAD, 1xx, 204, 304: the app's body is dropped)
     queue_seconds: float  # head parsed -> app called
     first_byte_seconds: float  # app called -> first response byte handed to the connection
     total_seconds: float  # head parsed -> last response byte
