@@ -728,20 +728,103 @@ def test_endless_fragments_close_with_1009() -> None:
     assert MIN_FRAGMENTS == limit
 
 
-def test_after_failing_the_server_half_closes_and_drains() -> None:
+def test_after_failing_the_server_drains_until_the_peer_close_frame() -> None:
     """Closing a socket with unread input makes the kernel send a RST, which can destroy the close
     frame before a peer that is still sending has read it. After failing the connection the server
-    sends its close frame and a FIN, and reads and discards for a while (FAIL_DRAIN_TIMEOUT)."""
+    sends its close frame, reads and discards what still comes (no RST meanwhile), and closes TCP
+    as soon as the peer's own close frame arrives, its last bytes."""
+    from pounce.protocols.websockets.wsproto_impl import FAIL_DRAIN_TIMEOUT
+
     with run_server(echo_app, ws_max_size=1024, ws_ping_interval=None) as running:
         client = RawClient(running)
-        client.send(client_frame(0x2, b"x" * 2000))  # too big: 1009
+        client.send(client_frame(0x2, b"x" * 2000))  # too big: 1009, its payload skipped unread
         assert client.close_frame()[0] == 1009
-        client.assert_tcp_closed()  # the FIN
         junk = client_frame(0x2, b"y" * 100) * 100
         for _ in range(20):  # 0.2 s: taken and dropped, no RST (a send after one would fail)
             client.sock.sendall(junk)
             time.sleep(0.01)
+        assert client.quiet_for(0.05)  # still open, nothing answered
+        started = time.monotonic()
+        client.send(client_frame(0x8, struct.pack("!H", 1009)))  # the client answers our close frame
+        client.assert_tcp_closed()
+        assert time.monotonic() - started < FAIL_DRAIN_TIMEOUT / 2
         client.close()
+
+
+def test_after_failing_a_peer_that_never_answers_is_closed_after_the_drain_timeout() -> None:
+    from pounce.protocols.websockets.wsproto_impl import FAIL_DRAIN_TIMEOUT
+
+    with run_server(echo_app, ws_max_size=1024, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        client.send(client_frame(0x1, b"\xff"))  # invalid UTF-8: 1007
+        started = time.monotonic()
+        assert client.close_frame()[0] == 1007
+        client.assert_tcp_closed()
+        assert FAIL_DRAIN_TIMEOUT * 0.9 <= time.monotonic() - started < FAIL_DRAIN_TIMEOUT + 2
+        client.close()
+
+
+def test_an_asyncio_client_still_writing_when_its_message_is_refused_closes_cleanly() -> None:
+    """Uvicorn's test_send_binary_data_to_server_bigger_than_default_on_websockets: the server
+    refuses a message from its header while the client is still writing it. A FIN then (a
+    half-close) made the asyncio client close its transport with data buffered; CPython's transport,
+    closed that way and then drained, fails the client's later abort() (AttributeError: 'NoneType'
+    object has no attribute 'call_soon'). The server now waits for the client's close frame."""
+    from websockets.asyncio.client import connect as async_connect
+
+    from pounce.protocols.websockets.wsproto_impl import FAIL_DRAIN_TIMEOUT
+
+    size = 16 << 20  # enough to be still in the client's buffers when the refusal comes
+    with run_server(echo_app, ws_max_size=size, ws_ping_interval=None) as running:
+
+        async def main() -> float:
+            async with async_connect(ws_url(running), max_size=None, compression=None) as ws:
+                started = time.monotonic()
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                    await ws.send(b"\x01" * (size + 1))
+                    await ws.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+            return time.monotonic() - started
+
+        assert asyncio.run(main()) < FAIL_DRAIN_TIMEOUT  # closed on the client's close frame, not the drain timeout
+
+
+def test_frame_skipper_finds_the_close_frame_past_skipped_payloads() -> None:
+    from pounce.protocols.websockets.frames import SKIP_FRAMES_PER_FEED, FrameReader, FrameSkipper, ProtocolViolation
+
+    stream = client_frame(0x2, b"a" * 70000) + client_frame(0x9, b"p") + client_frame(0x1, b"b" * 300)
+    closing = client_frame(0x8, struct.pack("!H", 1000))
+    skipper = FrameSkipper()
+    for i in range(0, len(stream), 7):  # cut everywhere, headers included
+        assert not skipper.feed(stream[i : i + 7])
+    assert not skipper.feed(closing[:1])
+    assert skipper.feed(closing[1:])
+    assert skipper.feed(b"whatever follows")
+
+    # A violation inside a payload spanning reads: the rest of that frame is skipped, unread.
+    reader = FrameReader(max_size=1 << 20, deflate=None)
+    frame = client_frame(0x1, b"\xff" + b"z" * 5000)
+    with pytest.raises(ProtocolViolation) as info:
+        reader.feed(frame[:100])
+    skipper = info.value.skipper
+    assert skipper is not None and not skipper.closed
+    assert not skipper.feed(frame[100:])
+    assert skipper.feed(closing)
+
+    # At a bad header, the bad frame itself is skipped by its length; its bad close frame ends it.
+    reader = FrameReader(max_size=1 << 20, deflate=None)
+    with pytest.raises(ProtocolViolation) as info:
+        reader.feed(client_frame(0x3, b"q" * 10) + client_frame(0x2, b"r") + closing)
+    assert info.value.skipper is not None and info.value.skipper.closed
+    reader = FrameReader(max_size=1 << 20, deflate=None)
+    with pytest.raises(ProtocolViolation) as info:
+        reader.feed(client_frame(0x8, b"\x03"))  # a 1-byte close payload
+    assert info.value.skipper is not None and info.value.skipper.closed
+
+    # A flood of tiny frames is not followed past a bound: the drain deadline decides then.
+    skipper = FrameSkipper()
+    assert not skipper.feed(client_frame(0x9) * (SKIP_FRAMES_PER_FEED + 1) + closing)
+    assert skipper.lost and not skipper.feed(closing)
 
 
 def test_frame_reader_hands_over_the_events_before_a_violation() -> None:

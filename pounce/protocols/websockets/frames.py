@@ -10,7 +10,9 @@ for reserved bits and opcodes before anything else in the frame (RFC 6455 5.2), 
 header before its payload is awaited, and text is checked for UTF-8 as it arrives, fragment by
 fragment and read by read (RFC 6455 8.1), so invalid text fails on the piece where it becomes
 invalid rather than when the message ends. Events parsed before a bad frame are not lost: they
-travel on the ``ProtocolViolation`` (``events``), for the protocol to act on them first.
+travel on the ``ProtocolViolation`` (``events``), for the protocol to act on them first; so does a
+``FrameSkipper`` placed after the bad frame, which reads only the framing of what still comes, to
+tell the protocol when the peer's close frame starts (see ``WSProtocol.fail``).
 
 Memory: a message being assembled (fragmented, or one large frame arriving over several reads) is
 one ``bytearray`` of payload, decompressed as it arrives, so it never holds more than
@@ -71,6 +73,12 @@ class ProtocolViolation(Exception):
         self.code = code
         self.reason = reason
         self.events: list[FrameEvent] = []
+        # What follows the bad frame, for the protocol's drain (see FrameSkipper): set by ``feed``.
+        self.skipper: FrameSkipper | None = None
+        # Where the reader stood when it raised: (the data, where the framing goes on in it, payload
+        # bytes of the bad frame still to come after that data), or None at a frame header.
+        self.resume: tuple[bytes | bytearray, int, int] | None = None
+        self.peer_closed = False  # the bad frame was the peer's close frame: it sends nothing more
 
 
 class _TooBig(ProtocolViolation):
@@ -230,6 +238,94 @@ class Deflate:
         return out[:-4] if out.endswith(b"\x00\x00\xff\xff") else out
 
 
+# Frame headers FrameSkipper reads per call at most: past that it stops looking (``lost``).
+SKIP_FRAMES_PER_FEED = 1024
+
+
+class FrameSkipper:
+    """What a peer sends after its bad frame: only the framing is read, to see its close frame come.
+
+    RFC 6455 7.1.7: after failing the connection nothing the peer sends is processed, its answering
+    close frame included. But that close frame (RFC 6455 5.5.1) is the last thing the peer sends, so
+    the TCP connection can be closed once it starts with no input left unread: no RST that could
+    destroy our own close frame before the peer has read it. Payloads are skipped by their declared
+    lengths, never unmasked or kept; a header cut by a read is the most held (14 bytes). Past
+    ``SKIP_FRAMES_PER_FEED`` headers in one read (a flood of tiny frames) it gives up (``lost``)
+    and the protocol's drain deadline decides.
+    """
+
+    __slots__ = ("skip", "pending", "closed", "lost")
+
+    def __init__(self) -> None:
+        self.skip = 0  # payload bytes of the current frame still to skip
+        self.pending = b""  # a frame header cut by the end of a read
+        self.closed = False  # the peer's close frame has started
+        self.lost = False
+
+    def feed(self, data: bytes | bytearray, pos: int = 0) -> bool:
+        """Skip ``data[pos:]``; True once the peer's close frame has begun."""
+        if self.closed or self.lost:
+            return self.closed
+        end = len(data)
+        frames = 0
+        while pos < end:
+            if self.skip:
+                n = min(self.skip, end - pos)
+                self.skip -= n
+                pos += n
+                continue
+            if self.pending:
+                held = len(self.pending)
+                head = self.pending + bytes(data[pos : pos + 14])
+                extent = _header_extent(head, 0, len(head))
+                if extent is None:
+                    self.pending = head  # fewer than 14 bytes in all: this read is used up
+                    return False
+                self.pending = b""
+                size, length, opcode = extent
+                pos += size - held
+            else:
+                extent = _header_extent(data, pos, end)
+                if extent is None:
+                    self.pending = bytes(data[pos:end])
+                    return False
+                size, length, opcode = extent
+                pos += size
+            if opcode == OP_CLOSE:
+                self.closed = True
+                return True
+            frames += 1
+            if frames > SKIP_FRAMES_PER_FEED:
+                self.lost = True
+                return False
+            self.skip = length
+        return False
+
+
+def _header_extent(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, int] | None:
+    """(header size, payload length, opcode) of the frame header at ``buf[pos:end]``; None if cut."""
+    if end - pos < 2:
+        return None
+    b1 = buf[pos + 1]
+    length = b1 & 0x7F
+    size = 2
+    if length == 126:
+        size = 4
+        if end - pos < size:
+            return None
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+    elif length == 127:
+        size = 10
+        if end - pos < size:
+            return None
+        length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+    if b1 & 0x80:
+        size += 4  # the mask
+    if end - pos < size:
+        return None
+    return size, length, buf[pos] & 0x0F
+
+
 class FrameReader:
     """Incremental parser for the frames a client sends (RFC 6455 section 5)."""
 
@@ -299,6 +395,14 @@ class FrameReader:
                         self.pending += memoryview(data)[end:]
         except ProtocolViolation as violation:
             self.done = True
+            skipper = FrameSkipper()
+            if violation.peer_closed:
+                skipper.closed = True
+            elif violation.resume is not None:
+                rest, at, skipper.skip = violation.resume
+                skipper.feed(rest, at)
+            violation.skipper = skipper
+            violation.resume = None
             self.pending.clear()
             self.held, self.held_pos = b"", 0
             self.buffer = bytearray()
@@ -315,87 +419,97 @@ class FrameReader:
         end = len(data)
         first_byte_ok = self.first_byte_ok
         budget = self.budget_left  # frames still to parse; -1 counts down forever
-        while pos < end:
-            if not budget:
-                break
-            b0 = data[pos]
-            if not first_byte_ok[b0]:
-                raise _first_byte_error(b0)  # RFC 6455 5.2: before anything else in the frame
-            opcode = b0 & 0x0F
-            if opcode < OP_CLOSE and (self.opcode is None) == (opcode == OP_CONTINUATION):
-                # RFC 6455 5.4: continuation frames continue a message; a new one waits for the last.
-                if opcode == OP_CONTINUATION:
-                    raise ProtocolViolation(1002, "continuation frame without a message to continue")
-                raise ProtocolViolation(1002, "new data frame before the fragmented message finished")
-            if end - pos < 2:
-                break
-            b1 = data[pos + 1]
-            if not b1 & 0x80:
-                raise ProtocolViolation(1002, "client frames must be masked")  # RFC 6455 5.1
-            length = b1 & 0x7F
-            if length < 126:
-                start = pos + 6
-            elif opcode >= OP_CLOSE:
-                raise ProtocolViolation(1002, "control frames must be at most 125 bytes")  # RFC 6455 5.5
-            elif length == 126:
-                if end - pos < 4:
+        try:  # (free in CPython 3.11+ until something raises)
+            while pos < end:
+                if not budget:
                     break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 8
+                b0 = data[pos]
+                if not first_byte_ok[b0]:
+                    raise _first_byte_error(b0)  # RFC 6455 5.2: before anything else in the frame
+                opcode = b0 & 0x0F
+                if opcode < OP_CLOSE and (self.opcode is None) == (opcode == OP_CONTINUATION):
+                    # RFC 6455 5.4: continuation frames continue a message; a new one waits for the last.
+                    if opcode == OP_CONTINUATION:
+                        raise ProtocolViolation(1002, "continuation frame without a message to continue")
+                    raise ProtocolViolation(1002, "new data frame before the fragmented message finished")
+                if end - pos < 2:
+                    break
+                b1 = data[pos + 1]
+                if not b1 & 0x80:
+                    raise ProtocolViolation(1002, "client frames must be masked")  # RFC 6455 5.1
+                length = b1 & 0x7F
                 if length < 126:
-                    raise ProtocolViolation(1002, "frame length not minimally encoded")  # RFC 6455 5.2
-            else:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 14
-                if length < 65536 or length >> 63:
-                    raise ProtocolViolation(1002, "frame length not minimally encoded or too large")
+                    start = pos + 6
+                elif opcode >= OP_CLOSE:
+                    raise ProtocolViolation(1002, "control frames must be at most 125 bytes")  # RFC 6455 5.5
+                elif length == 126:
+                    if end - pos < 4:
+                        break
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                    start = pos + 8
+                    if length < 126:
+                        raise ProtocolViolation(1002, "frame length not minimally encoded")  # RFC 6455 5.2
+                else:
+                    if end - pos < 10:
+                        break
+                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    start = pos + 14
+                    if length < 65536 or length >> 63:
+                        raise ProtocolViolation(1002, "frame length not minimally encoded or too large")
 
-            if opcode >= OP_CLOSE:
+                if opcode >= OP_CLOSE:
+                    stop = start + length
+                    if stop > end:
+                        break  # control frames are small: wait for all of one
+                    payload = unmask(data, start, stop, data[start - 4 : start]) if length else b""
+                    pos = stop
+                    budget -= 1
+                    if opcode == OP_PING:
+                        out.append(("ping", payload))
+                    elif opcode == OP_PONG:
+                        out.append(("pong", payload))
+                    else:
+                        try:
+                            code, reason = parse_close(payload)
+                        except ProtocolViolation as violation:
+                            violation.peer_closed = True
+                            raise
+                        out.append(("close", code, reason))
+                        self.done = True
+                        return pos  # RFC 6455 5.5.1: nothing after a close frame counts
+                    continue
+
+                # A data frame: refused on its declared length, before any of it is buffered.
+                if opcode:
+                    compressed = b0 & 0x40
+                    size = length
+                else:
+                    if self.fragments >= self.max_fragments:
+                        raise ProtocolViolation(1009, f"Message has more than {self.max_fragments} fragments")
+                    compressed = self.compressed
+                    size = self.size + length
+                if size > (self.wire_limit if compressed else self.max_size):
+                    raise ProtocolViolation(1009, f"Message exceeds the maximum size ({self.max_size} bytes)")
+                if start > end:
+                    break  # the mask is not all here
                 stop = start + length
                 if stop > end:
-                    break  # control frames are small: wait for all of one
+                    # The payload spans reads: take it as it comes (checked, inflated, kept).
+                    self.begin(b0, opcode, size, length, data[start - 4 : start])
+                    return self.payload(data, start, out)
                 payload = unmask(data, start, stop, data[start - 4 : start]) if length else b""
                 pos = stop
                 budget -= 1
-                if opcode == OP_PING:
-                    out.append(("ping", payload))
-                elif opcode == OP_PONG:
-                    out.append(("pong", payload))
+                if opcode and b0 & 0x80 and not compressed:
+                    # The common case, a whole message in one frame: one-shot UTF-8 decoding.
+                    out.append(("message", self.decode(payload) if opcode == OP_TEXT else payload))
                 else:
-                    code, reason = parse_close(payload)
-                    out.append(("close", code, reason))
-                    self.done = True
-                    return pos  # RFC 6455 5.5.1: nothing after a close frame counts
-                continue
-
-            # A data frame: refused on its declared length, before any of it is buffered.
-            if opcode:
-                compressed = b0 & 0x40
-                size = length
-            else:
-                if self.fragments >= self.max_fragments:
-                    raise ProtocolViolation(1009, f"Message has more than {self.max_fragments} fragments")
-                compressed = self.compressed
-                size = self.size + length
-            if size > (self.wire_limit if compressed else self.max_size):
-                raise ProtocolViolation(1009, f"Message exceeds the maximum size ({self.max_size} bytes)")
-            if start > end:
-                break  # the mask is not all here
-            stop = start + length
-            if stop > end:
-                # The payload spans reads: take it as it comes (checked, inflated, kept).
-                self.begin(b0, opcode, size, length, data[start - 4 : start])
-                return self.payload(data, start, out)
-            payload = unmask(data, start, stop, data[start - 4 : start]) if length else b""
-            pos = stop
-            budget -= 1
-            if opcode and b0 & 0x80 and not compressed:
-                # The common case, a whole message in one frame: one-shot UTF-8 decoding.
-                out.append(("message", self.decode(payload) if opcode == OP_TEXT else payload))
-            else:
-                self.fragment(b0, opcode, size, payload, out)
+                    self.fragment(b0, opcode, size, payload, out)
+        except ProtocolViolation as violation:
+            if violation.resume is None:
+                # At a bad header ``pos`` is its frame's start, after a bad payload the next frame's.
+                violation.resume = (data, pos, 0)
+            raise
         self.budget_left = budget
         return pos
 
@@ -432,15 +546,20 @@ class FrameReader:
     def payload(self, data: bytes | bytearray, pos: int, out: list[FrameEvent]) -> int:
         """Take what ``data[pos:]`` holds of the spanning frame's payload; return where it stops."""
         n = min(self.remaining, len(data) - pos)
-        if n:
-            mask = self.frame_mask
-            self.add(unmask(data, pos, pos + n, mask))
-            self.remaining -= n
-            shift = n & 3
-            if shift:
-                self.frame_mask = mask[shift:] + mask[:shift]
-        if not self.remaining and self.frame_fin:
-            out.append(self.finish())
+        left = self.remaining - n  # the frame's payload bytes still to come after this read
+        try:
+            if n:
+                mask = self.frame_mask
+                self.add(unmask(data, pos, pos + n, mask))
+                self.remaining = left
+                shift = n & 3
+                if shift:
+                    self.frame_mask = mask[shift:] + mask[:shift]
+            if not left and self.frame_fin:
+                out.append(self.finish())
+        except ProtocolViolation as violation:
+            violation.resume = (data, pos + n, left)
+            raise
         return pos + n
 
     def open(self, opcode: int, compressed: bool) -> None:

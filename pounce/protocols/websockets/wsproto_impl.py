@@ -45,6 +45,7 @@ from pounce.protocols.websockets.frames import (
     Deflate,
     FrameEvent,
     FrameReader,
+    FrameSkipper,
     ProtocolViolation,
     close_payload,
     encode_frame,
@@ -69,7 +70,8 @@ CLOSE_TIMEOUT = 10.0
 # stop reading until the handshake is decided, so a flood cannot grow memory without bound.
 _EARLY_DATA_LIMIT = 64 * 1024
 
-# After failing a connection we read and discard for at most this long before closing: see fail().
+# After failing a connection we read and discard, until the peer's close frame, for at most this
+# long before closing: see fail().
 FAIL_DRAIN_TIMEOUT = 2.0
 
 # Frames parsed per event-loop turn at most (fewer if ws_max_queue is lower): a read of tiny
@@ -143,7 +145,9 @@ class WSProtocol(asyncio.Protocol):
         self.close_timer: asyncio.TimerHandle | None = None
         self.close_timeout = CLOSE_TIMEOUT
         self.linger_timer: asyncio.TimerHandle | None = None
-        self.draining = False  # failed: our side is half-closed, what still comes is discarded
+        self.draining = False  # failed: our close frame is out, what still comes is discarded
+        # Set at a protocol violation: reads the framing of what follows, to see the peer's close frame
+        self.skipper: FrameSkipper | None = None
         # A protocol violation that waits for the app to take the messages that came before it
         self.deferred_failure: tuple[int, str] | None = None
         self.early_data = bytearray()
@@ -214,8 +218,11 @@ class WSProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         if reader is not None:
-            if self.draining:
-                return  # see fail()
+            skipper = self.skipper
+            if skipper is not None:  # failed or failing: nothing more is parsed (see fail())
+                if skipper.feed(data) and self.draining:
+                    self._close_transport()  # the peer's close frame: it sends nothing more
+                return
             if self.peer_closed or (self.close_sent and self.close_timer is None):
                 # Bytes after the closing handshake (a late pong, say): the session is over.
                 self._close_transport()
@@ -237,6 +244,7 @@ class WSProtocol(asyncio.Protocol):
         except ProtocolViolation as violation:
             # The frames before the bad one count (a message completed in this read is the app's);
             # nothing after it is even parsed.
+            self.skipper = violation.skipper or FrameSkipper()
             if violation.events:
                 self.handle_frames(violation.events)
             self.fail_after_queued(violation.code, violation.reason)
@@ -419,23 +427,25 @@ class WSProtocol(asyncio.Protocol):
             self.close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self.peer_closed = True
+        self.deferred_failure = None
         self._cancel_close_timer()
-        transport = self.transport
-        if transport.is_closing() or not transport.can_write_eof():
+        skipper = self.skipper
+        if self.transport.is_closing() or skipper is None or skipper.closed:
             self._close_transport()
             return
         # A peer that broke the protocol may well still be sending. Closing the socket with its
         # bytes unread makes the kernel answer with a RST, and a RST can destroy our close frame
         # before the peer has read it, code and all (RFC 6455 7.1.7 wants it to learn why). So
-        # half-close (FIN after the close frame), read and discard whatever still comes, and close
-        # once the peer does, or after FAIL_DRAIN_TIMEOUT.
+        # read on, discarding (FrameSkipper reads only the framing), and close once the peer's own
+        # close frame starts (its last bytes: RFC 6455 5.5.1), it closes, or FAIL_DRAIN_TIMEOUT
+        # passes. No half-close first: a FIN while the peer is still writing makes an asyncio
+        # client close its transport with data buffered, and CPython's transport, closed that way
+        # and then drained, breaks the client's later abort() (AttributeError in _force_close).
         self._flush()
-        transport.write_eof()
         self.draining = True
-        self.deferred_failure = None
         if self.read_paused:
             self.read_paused = False
-            transport.resume_reading()
+            self.transport.resume_reading()
         self.close_timer = self.loop.call_later(FAIL_DRAIN_TIMEOUT, self._close_transport)
 
     # ------------------------------------------------------------------ keepalive
