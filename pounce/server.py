@@ -81,9 +81,28 @@ class ServerState:
         self.events: EventBus | None = None
         # --otel: the request tracer (None: no spans); the request cycle calls it around the app.
         self.tracer: RequestTracer | None = None
+        # The access log's subscription to the bus, once made (see ``enable_access_log``).
+        self.access_log: Callable[[], None] | None = None
 
     def _events_changed(self, active: bool) -> None:
         self.events = self.event_bus if active else None
+
+    def enable_access_log(self) -> None:
+        """Subscribe the access log (one line per response) if ``uvicorn.access`` has somewhere to write.
+
+        As Uvicorn decides it: per connection, while ``--access-log`` is on and that logger has handlers,
+        so a handler configured after startup (an app's own logging setup) still gets the lines. The
+        server calls it at startup; every connection calls it again while it is not subscribed, so
+        protocols served without a ``Server`` (a ServerState of their own, as Uvicorn's protocol tests
+        build them) log too. Subscribed once: later calls are one attribute test.
+        """
+        if self.access_log is None and logging.getLogger("uvicorn.access").hasHandlers():
+            self.access_log = self.event_bus.subscribe(AccessLogSubscriber())
+
+    def disable_access_log(self) -> None:
+        if self.access_log is not None:
+            unsubscribe, self.access_log = self.access_log, None
+            unsubscribe()
 
 
 class Server:
@@ -202,12 +221,14 @@ class Server:
         bus = self.server_state.event_bus
         bus.worker_id = self.worker.worker_id
         handlers = cfg.event_handlers + (self.telemetry.handlers if self.telemetry is not None else ())
-        if cfg.access_log and logging.getLogger("uvicorn.access").hasHandlers():
-            # The access log is one more subscriber: a line per response, Uvicorn's by default.
-            handlers = (AccessLogSubscriber(), *handlers)
+        undo = []
+        if cfg.access_log:
+            # The access log is one more subscriber (the first): a line per response, Uvicorn's by default.
+            self.server_state.enable_access_log()
+            undo.append(self.server_state.disable_access_log)
         if self.telemetry is not None:
             self.server_state.tracer = self.telemetry.tracer
-        return [bus.subscribe(handler) for handler in handlers]
+        return undo + [bus.subscribe(handler) for handler in handlers]
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await self.lifespan.startup()

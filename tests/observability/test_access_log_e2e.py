@@ -4,6 +4,7 @@ with every kind of field filled, and ``--log-format json`` for a whole server ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -220,3 +221,75 @@ def test_every_line_of_a_json_run_with_process_workers_parses(tmp_path: Path) ->
     hello, _, _ = check_run(records, workers=2)
     assert hello["worker_id"] in (1, 2)
     assert not any("trace_id" in r for r in records)
+
+
+class _Transport(asyncio.Transport):
+    """Just enough transport for a protocol served by hand (as Uvicorn's own protocol tests do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = b""
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 8000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.buffer += bytes(data)
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("http", ["auto", "h11"])
+def test_a_protocol_served_without_a_server_still_logs(http: str) -> None:
+    """A protocol with a ServerState of its own and no Server (Uvicorn's protocol tests build them so)."""
+    from pounce.config import Config
+    from pounce.server import ServerState
+
+    async def serve_one() -> bytes:
+        config = Config(app, http=http, lifespan="off", log_config=None, log_level="info")
+        config.load()
+        state = ServerState()
+        protocol = config.server_config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=state, app_state={}, _loop=asyncio.get_running_loop())
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /by-hand?q HTTP/1.1\r\nhost: a\r\n\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return transport.buffer
+
+    with access_records() as captured:
+        assert asyncio.run(serve_one()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert [r.getMessage() for r in captured.records] == ['127.0.0.1:8000 - "GET /by-hand?q HTTP/1.1" 200']
+
+
+def test_a_handler_configured_after_startup_gets_the_lines() -> None:
+    """As in Uvicorn, whether to log is decided per connection: an app that sets up logging once the server
+    runs (uvicorn.access had nowhere to write at startup) gets the access lines of later connections."""
+    access = logging.getLogger("uvicorn.access")
+    access.propagate = False  # restored by conftest
+    with run_server(app, log_config=None, log_level="info") as server:
+        state = server.server.server_state
+        assert state.access_log is None and state.events is None
+        with access_records() as captured:
+            with server.connect() as sock:
+                sock.sendall(b"GET /later HTTP/1.1\r\nhost: a\r\n\r\n")
+                assert read_response(sock).status == 200
+            wait_until(lambda: len(captured.records) == 1, what="the access line")
+        assert state.access_log is not None
+    assert captured.records[0].getMessage().endswith('"GET /later HTTP/1.1" 200')
+    assert state.access_log is None  # unsubscribed when the server stopped

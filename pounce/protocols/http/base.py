@@ -91,6 +91,8 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.server_state = server_state
         self.connections = server_state.connections
         self.tasks = server_state.tasks
+        if cfg.access_log and server_state.access_log is None:
+            server_state.enable_access_log()  # see there: Uvicorn decides per connection
 
         # Per-connection state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
