@@ -337,6 +337,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         protocol = self.ws_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=self.app_state
         )
+        protocol.connection_id = self.connection_id  # type: ignore[attr-defined]  # events: the same connection
         protocol.connection_made(self.transport)
         protocol.data_received(raw_request)
         self.transport.set_protocol(protocol)

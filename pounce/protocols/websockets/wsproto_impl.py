@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, Literal, cast
 
 from pounce._types import ASGI3Application, ASGISendEvent, Message, Scope
 from pounce.logging import TRACE_LOG_LEVEL
+from pounce.observability import hooks
+from pounce.observability.bus import EXTENSION_KEY
+from pounce.observability.events import Initiator
 from pounce.protocols.http.flow_control import FlowControl
 from pounce.protocols.websockets.frames import (
     OP_BINARY,
@@ -85,7 +89,14 @@ _FLUSH_AT = 64 * 1024
 
 _RECEIVE = "websocket.receive"
 
+_monotonic = time.monotonic
+
 class WSProtocol(asyncio.Protocol):
+    # The connection's id in events. The HTTP protocol that hands a connection over sets it first (the
+    # id its ConnectionClosed(upgraded_to="websocket") carried), so the WebSocket's ConnectionOpened
+    # continues it; 0: none yet (a new one is drawn if events need one).
+    connection_id = 0
+
     def __init__(
         self,
         config: Any,
@@ -169,6 +180,17 @@ class WSProtocol(asyncio.Protocol):
         self.keepalive = Keepalive(self.loop, self.ping_interval, self.ping_timeout, self._send_ping, self.keepalive_timeout)
         self.pong_due: bytes | None = None  # the latest ping left unanswered while writes were paused
 
+        # Events (pounce.observability): reported opened (then closed too); the accepted WebSocket's
+        # request id (0: not reported, so its close is not either); how it ended, recorded only for a
+        # reported one; messages counted either way (an increment each).
+        self._announced = False
+        self.request_id = 0
+        self.ended: tuple[int, Initiator] | None = None
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.status: int | None = None  # the handshake's answer (101, 403, the app's, 500), for the span
+        self.started = 0.0  # when the upgrade request was complete, while --otel traces
+
     # Uvicorn's names for the keepalive state (its tests read them)
     @property
     def ping_timer(self) -> asyncio.TimerHandle | None:
@@ -189,6 +211,12 @@ class WSProtocol(asyncio.Protocol):
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "wss" if is_ssl(transport) else "ws"
+        events = self.server_state.events
+        if events is not None:
+            self.connection_id = hooks.connection_opened(
+                events, "websocket", self.client, self.scheme == "wss", self.connection_id or None
+            )
+            self._announced = True
         if self.logger.isEnabledFor(TRACE_LOG_LEVEL):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection made", self._prefix())
 
@@ -198,6 +226,13 @@ class WSProtocol(asyncio.Protocol):
         # Uvicorn's codes: 1006 before the handshake completed, 1005 ("no status") after.
         self._put_disconnect({"type": "websocket.disconnect", "code": 1005 if self.handshake_complete else 1006})
         self.connections.discard(self)
+        if self.request_id:
+            self._report_closed()
+        if self._announced:
+            self._announced = False
+            hooks.connection_closed(
+                self.server_state.event_bus, self.connection_id, "websocket", 1 if self.request_seen else 0
+            )
         if self.logger.isEnabledFor(TRACE_LOG_LEVEL):
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection lost", self._prefix())
         self.handshake_complete = True
@@ -285,6 +320,8 @@ class WSProtocol(asyncio.Protocol):
         through, so the connection is dropped (the app sees 1006, abnormal closure)."""
         self.keepalive.stop()
         self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
+        if self.request_id:
+            self._ending(1006, "server")
         self.disconnected = True  # send() raises from now on, before connection_lost comes
         self.transport.abort()
 
@@ -299,6 +336,8 @@ class WSProtocol(asyncio.Protocol):
             pass  # a denial response is being written: it ends with the transport
         elif self.handshake_complete:
             self._put_disconnect({"type": "websocket.disconnect", "code": 1012})
+            if self.request_id:
+                self._ending(1012, "server")
             self.close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(1012)))
         else:
@@ -334,6 +373,9 @@ class WSProtocol(asyncio.Protocol):
             asgi_version=self.asgi_version,
             state=self.app_state.copy(),
         )
+        self.scope["extensions"][EXTENSION_KEY] = self.server_state.event_bus.source
+        if self.server_state.tracer is not None:
+            self.started = _monotonic()
         self._put({"type": "websocket.connect"})
         task = self.loop.create_task(self.run_asgi())
         task.add_done_callback(self.on_task_complete)
@@ -349,6 +391,7 @@ class WSProtocol(asyncio.Protocol):
                 if self.close_sent:
                     continue  # crossing our close frame: RFC 6455 lets us drop it
                 self._put({"type": _RECEIVE, "text": frame[1]} if type(frame[1]) is str else {"type": _RECEIVE, "bytes": frame[1]})
+                self.messages_received += 1
                 # Back-pressure as in Uvicorn: stop reading while a message waits for the app.
                 if not self.read_paused:
                     self._pause_reading()
@@ -395,6 +438,8 @@ class WSProtocol(asyncio.Protocol):
         self.peer_closed = True
         self._write(encode_frame(OP_CLOSE, close_payload(code)))
         self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.request_id:
+            self._ending(code, "client")
         self._close_transport()
 
     def fail_after_queued(self, code: int, reason: str) -> None:
@@ -424,6 +469,8 @@ class WSProtocol(asyncio.Protocol):
             self.logger.debug("WebSocket protocol error from %s: %s", self._prefix() or "peer", reason)
         if not self.close_sent:
             self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
+            if self.request_id:
+                self._ending(code, "server")
             self.close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(code, reason)))
         self.peer_closed = True
@@ -464,35 +511,51 @@ class WSProtocol(asyncio.Protocol):
         reason = "keepalive ping timeout"
         self.close_sent = True
         self._put_disconnect({"type": "websocket.disconnect", "code": 1011, "reason": reason})
+        if self.request_id:
+            self._ending(1011, "server")
         self._write(encode_frame(OP_CLOSE, close_payload(1011, reason)))
         self._close_transport()
 
     # ------------------------------------------------------------------ the application
 
     async def run_asgi(self) -> None:
+        tracer = self.server_state.tracer
+        # --otel: the WebSocket's SERVER span, from its upgrade request to the app's end (current while
+        # the app runs, so the app's own spans are its children), as RequestObserver does for HTTP.
+        traced = None if tracer is None else tracer.start_request(self.scope, started=self.started or None)
+        error: BaseException | None = None
         try:
-            result = await self.app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
-        except ClientDisconnected:
-            pass
-        except BaseException as exc:
-            self.logger.error("Exception in ASGI application\n", exc_info=exc)
-            self.send_500_response()
+            try:
+                result = await self.app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
+            except ClientDisconnected:
+                pass
+            except BaseException as exc:
+                error = exc
+                self.logger.error("Exception in ASGI application\n", exc_info=exc)
+                self.send_500_response()
+                if self.request_id:
+                    self._ending(1006, "server")
+                if self.close_timer is None:
+                    self._close_transport()
+                if not isinstance(exc, Exception):
+                    raise  # cancellation and exits are not ours to swallow
+                return
+            else:
+                if not self.handshake_complete:
+                    self.logger.error("ASGI callable returned without completing handshake.")
+                    self.send_500_response()
+                elif result is not None:
+                    self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+            # As in Uvicorn, an app that ends without "websocket.close" (or raises after accepting)
+            # gets its TCP connection closed with no close frame: the client sees 1006. While a close
+            # timer runs we are waiting for the peer's close reply instead; let it arrive.
+            if self.request_id:
+                self._ending(1006, "server")
             if self.close_timer is None:
                 self._close_transport()
-            if not isinstance(exc, Exception):
-                raise  # cancellation and exits are not ours to swallow
-            return
-        else:
-            if not self.handshake_complete:
-                self.logger.error("ASGI callable returned without completing handshake.")
-                self.send_500_response()
-            elif result is not None:
-                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
-        # As in Uvicorn, an app that ends without "websocket.close" (or raises after accepting)
-        # gets its TCP connection closed with no close frame: the client sees 1006. While a close
-        # timer runs we are waiting for the peer's close reply instead; let it arrive.
-        if self.close_timer is None:
-            self._close_transport()
+        finally:
+            if traced is not None:
+                traced.end(self.status, error)
 
     def send_500_response(self) -> None:
         if self.response_started or self.handshake_complete or not self.request_seen:
@@ -500,6 +563,8 @@ class WSProtocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         self.response_started = True
+        self.status = 500
+        self._rejected(500)
         output = self.handshake.internal_error()
         if output:
             self._write(output)
@@ -539,6 +604,8 @@ class WSProtocol(asyncio.Protocol):
                 self._accept(message)
             elif message_type == "websocket.close":
                 self._log_handshake("403")
+                self.status = 403
+                self._rejected(403)
                 self._put_disconnect({"type": "websocket.disconnect", "code": 1006})
                 self.handshake_complete = True
                 self.close_sent = True
@@ -552,6 +619,8 @@ class WSProtocol(asyncio.Protocol):
                     (bytes(name), bytes(value)) for name, value in message.get("headers", [])
                 ]
                 self._log_handshake("%d" % status)
+                self.status = status
+                self._rejected(status)
                 self.handshake_complete = True
                 self.response_started = True
                 self._write(self.handshake.deny(status, headers))
@@ -584,6 +653,7 @@ class WSProtocol(asyncio.Protocol):
                     self._queue_output(payload)
                 else:
                     self._queue_output(encode_frame(opcode, payload))
+                self.messages_sent += 1
             elif message_type == "websocket.close":
                 code = message.get("code", 1000)
                 reason = message.get("reason", "") or ""
@@ -591,6 +661,8 @@ class WSProtocol(asyncio.Protocol):
                 self.close_sent = True
                 self.keepalive.stop()
                 self._put_disconnect({"type": "websocket.disconnect", "code": code, "reason": reason})
+                if self.request_id:
+                    self._ending(code, "server")
                 if not self.transport.is_closing():
                     self._write(frame)
                     self._await_close_reply()
@@ -629,6 +701,12 @@ class WSProtocol(asyncio.Protocol):
         output, self.deflate = self.handshake.accept(subprotocol, extra_headers, self.per_message_deflate)
         self.reader = FrameReader(self.max_size, self.deflate)
         self.handshake_complete = True
+        self.status = 101
+        events = self.server_state.events
+        if events is not None:
+            if not self.connection_id:
+                self.connection_id = events.next_connection_id()  # opened while nobody listened
+            self.request_id = hooks.websocket_accepted(events, self.connection_id, self.scope, subprotocol)
         self._write(output)
         self.keepalive.start()
         early, self.early_data = bytes(self.early_data), bytearray()
@@ -637,6 +715,33 @@ class WSProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         if early:
             self.data_received(early)
+
+    def _rejected(self, status: int) -> None:
+        """The handshake is answered with ``status`` instead of a 101: report it, if anyone listens."""
+        events = self.server_state.events
+        if events is not None:
+            if not self.connection_id:
+                self.connection_id = events.next_connection_id()
+            hooks.websocket_rejected(events, self.connection_id, self.scope, status)
+
+    def _ending(self, code: int, initiator: Initiator) -> None:
+        """How a reported WebSocket ends (the first close counts); reported at connection_lost."""
+        if self.ended is None:
+            self.ended = (code, initiator)
+
+    def _report_closed(self) -> None:
+        # Lost with neither close frame nor an app that ended first: the peer went away (1006).
+        code, initiator = self.ended or (1006, "client")
+        request_id, self.request_id = self.request_id, 0
+        hooks.websocket_closed(
+            self.server_state.event_bus,
+            self.connection_id,
+            request_id,
+            code,
+            initiator,
+            self.messages_received,
+            self.messages_sent,
+        )
 
     def _log_handshake(self, outcome: str) -> None:
         if self.logger.isEnabledFor(logging.INFO):
