@@ -25,6 +25,7 @@ from pounce.supervisors.spawn import (
     Target,
     announce_drain,
     get_subprocess,
+    group_signals_blocked,
     ping,
     pong_forever,
     server_status,
@@ -110,7 +111,8 @@ class Process:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.process.start()
+        with group_signals_blocked():
+            self.process.start()
         # Keep only our end: the child then sees EOF on its end if this process dies.
         self.child_conn.close()
 

@@ -12,6 +12,7 @@ server goes on (rolling restart, recycle, scale down), so the worker's events sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from socket import socket
@@ -200,6 +201,28 @@ def _adopt_default_logging(config: Config) -> None:
         config.log_config = LOGGING_CONFIG
 
 
+# The signals a terminal hang-up or ``kill -SIG -PGID`` sends every process of the group, which the
+# workers leave to the supervisor.
+GROUP_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def group_signals_blocked() -> Iterator[None]:
+    """Start a worker process inside this: it inherits the signal mask across exec, so the group
+    signals wait until its handlers are installed. Otherwise a hang-up in the few hundred milliseconds a
+    spawned interpreter takes to boot kills the worker (their default action) before it can ignore it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def subprocess_started(
     config: Config,
     target: Target | None,
@@ -224,6 +247,10 @@ def subprocess_started(
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _supervisor_business)
+    # The parent started us with these blocked (see ``group_signals_blocked``): one sent while this
+    # interpreter was still booting is delivered now, to the handler, instead of killing it.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
     # Logging configuration does not survive spawn: set it up again.
     if default_logging:
         _adopt_default_logging(config)
