@@ -142,7 +142,7 @@ class Process:
     def kill(self) -> None:
         if self.process.pid is not None:
             self.process.kill()
-        self.parent_conn.close()
+        self._close_pipe()
         self.child_conn.close()
 
     def join(self, timeout: float | None = None) -> None:
@@ -152,8 +152,16 @@ class Process:
             logger.info("Waiting for child process [%s]", self.process.pid)
         self.process.join(timeout)
         if self.process.exitcode is not None:
-            self.parent_conn.close()
+            self._close_pipe()
             self._exited()
+
+    def _close_pipe(self) -> None:
+        # The health-check thread may be using or closing the same pipe as the child exits; an
+        # already-closed descriptor here means there is nothing left to release.
+        try:
+            self.parent_conn.close()
+        except OSError:
+            pass
 
     def _exited(self) -> None:
         on_exit, self._on_exit = self._on_exit, None
