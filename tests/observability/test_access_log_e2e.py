@@ -282,6 +282,15 @@ def test_a_handler_configured_after_startup_gets_the_lines() -> None:
     runs (uvicorn.access had nowhere to write at startup) gets the access lines of later connections."""
     access = logging.getLogger("uvicorn.access")
     access.propagate = False  # restored by conftest
+    # Nowhere to write at startup, whatever earlier tests left on the logger.
+    leftover, access.handlers = access.handlers, []
+    try:
+        _handler_configured_after_startup(access)
+    finally:
+        access.handlers = leftover
+
+
+def _handler_configured_after_startup(access: logging.Logger) -> None:
     with run_server(app, log_config=None, log_level="info") as server:
         state = server.server.server_state
         assert state.access_log is None and state.events is None
