@@ -27,6 +27,7 @@ from pounce.protocols.http.fast_impl import FastHTTPProtocol
 from pounce.protocols.http.h2_impl import H2Protocol
 from pounce.protocols.http.negotiate import PREFACE, FastOrH2Protocol, H11OrH2Protocol
 from tests.test_cli import _free_port, _rest_of_output, _wait_for_line, pounce_process
+from tests.h2client import H2Client as RawH2Client
 from tests.utils import RunningServer, captured_logs, read_response, run_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -62,73 +63,15 @@ def make_app(handler: Callable[[Scope, Any, Any], Any]) -> Callable[[Scope, Any,
     return app
 
 
-# A raw HTTP/2 client, for what httpx does not show (frames, trailers, resets, windows).
-class H2Client:
+# A raw HTTP/2 client, for what httpx does not show (frames, trailers, resets, windows); these tests
+# read response headers as a dict.
+class H2Client(RawH2Client):
     def __init__(self, running: RunningServer, settings: dict[int, int] | None = None) -> None:
-        self.sock = running.connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self.conn.initiate_connection()
-        if settings:
-            self.conn.update_settings(settings)
-        self.events: list[h2.events.Event] = []
-        self.closed = False
-        self.flush()
+        super().__init__(running.host, running.port, settings)
 
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def request(
-        self, method: bytes = b"GET", path: bytes = b"/", headers: list[tuple[bytes, bytes]] | None = None,
-        body: bytes | None = None, end: bool = True,
-    ) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        head = [(b":method", method), (b":path", path), (b":scheme", b"http"), (b":authority", b"example.org")]
-        self.conn.send_headers(stream_id, head + (headers or []), end_stream=end and body is None)
-        if body is not None:
-            self.conn.send_data(stream_id, body, end_stream=end)
-        self.flush()
-        return stream_id
-
-    def read(self, until: Callable[[], bool], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            if self.closed:
-                raise ConnectionError("server closed the connection")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("condition not met in time")
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                raise TimeoutError("condition not met in time") from None
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.closed = True
-                continue
-            self.events += self.conn.receive_data(data)
-            self.flush()
-
-    def of(self, kind: type[Any], stream_id: int | None = None) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)]
-
-    def ended(self, stream_id: int) -> bool:
-        return bool(self.of(h2.events.StreamEnded, stream_id) or self.of(h2.events.StreamReset, stream_id))
-
-    def response(self, stream_id: int) -> tuple[int, dict[bytes, bytes], bytes]:
-        self.read(lambda: self.ended(stream_id))
-        responses = self.of(h2.events.ResponseReceived, stream_id)
-        assert responses, self.events
-        headers = dict(responses[0].headers)
-        body = b"".join(e.data for e in self.of(h2.events.DataReceived, stream_id))
-        return int(headers[b":status"]), headers, body
-
-    def close(self) -> None:
-        self.sock.close()
+    def response(self, stream_id: int) -> tuple[int, dict[bytes, bytes], bytes]:  # type: ignore[override]
+        status, headers, body = super().response(stream_id)
+        return status, dict(headers), body
 
 
 @pytest.fixture
