@@ -121,15 +121,11 @@ class RequestObserver:
 
 
 def observe(state: Any, connection_id: int, scope: Scope, server_timing: bool, stream_id: int | None = None) -> RequestObserver:
-    """A new request's observer; call only when ``observing(state, server_timing)`` is true."""
+    """A new request's observer; the protocols call it only while events, ``--otel`` or ``--server-timing``
+    are on (``state.events is not None or state.tracer is not None or server_timing``, inlined there)."""
     return RequestObserver(
         state.event_bus, state.events, state.tracer, server_timing, connection_id, scope, stream_id
     )
 
 
-def observing(state: Any, server_timing: bool) -> bool:
-    """Whether a request on a server with this ``ServerState`` needs an observer (the hot path inlines it)."""
-    return state.events is not None or state.tracer is not None or server_timing
-
-
-__all__ = ["RequestObserver", "observe", "observing"]
+__all__ = ["RequestObserver", "observe"]
