@@ -38,6 +38,7 @@ from pounce.observability.events import (
 from pounce.observability.runtime import STANDALONE, Telemetry, WorkerIdentity, addresses_of
 
 if TYPE_CHECKING:
+    from pounce.observability.request_metrics import RequestRecorder
     from pounce.observability.tracing import RequestTracer
 
 HANDLED_SIGNALS = (
@@ -76,16 +77,35 @@ class ServerState:
         self.pending_heads: list[Any] = []
         # Events (pounce/observability/): the worker's bus always exists (frameworks subscribe through
         # it); ``events`` is that bus while it has a handler and None otherwise, so an emission point
-        # costs one attribute test when nobody listens.
+        # costs one attribute test when nobody listens. ``request_events``: the same, for the events of
+        # single requests, which handlers like the metrics one do without.
         self.event_bus = EventBus(on_change=self._events_changed)
         self.events: EventBus | None = None
+        self.request_events: EventBus | None = None
         # --otel: the request tracer (None: no spans); the request cycle calls it around the app.
         self.tracer: RequestTracer | None = None
+        # --metrics: this worker's per-request recorder (pounce/observability/request_metrics.py).
+        self.request_metrics: RequestRecorder | None = None
+        # Whether a request gets an observer (pounce/observability/request.py) for any of the above;
+        # the protocols test this one attribute (and their own --server-timing) per request.
+        self.observing = False
         # The access log's subscription to the bus, once made (see ``enable_access_log``).
         self.access_log: Callable[[], None] | None = None
 
-    def _events_changed(self, active: bool) -> None:
+    def _events_changed(self, active: bool, requests: bool) -> None:
         self.events = self.event_bus if active else None
+        self.request_events = self.event_bus if requests else None
+        self._refresh_observing()
+
+    def set_telemetry(self, tracer: RequestTracer | None, request_metrics: RequestRecorder | None) -> None:
+        self.tracer = tracer
+        self.request_metrics = request_metrics
+        self._refresh_observing()
+
+    def _refresh_observing(self) -> None:
+        self.observing = (
+            self.request_events is not None or self.tracer is not None or self.request_metrics is not None
+        )
 
     def enable_access_log(self) -> None:
         """Subscribe the access log (one line per response) if ``uvicorn.access`` has somewhere to write.
@@ -227,7 +247,17 @@ class Server:
             self.server_state.enable_access_log()
             undo.append(self.server_state.disable_access_log)
         if self.telemetry is not None:
-            self.server_state.tracer = self.telemetry.tracer
+            state = self.server_state
+            state.set_telemetry(self.telemetry.tracer, self.telemetry.request_recorder())
+            recorder = state.request_metrics
+            if recorder is not None:
+
+                def retire() -> None:
+                    # This worker's request counts join the process's retired totals (nothing is lost).
+                    state.set_telemetry(state.tracer, None)
+                    recorder.retire()
+
+                undo.append(retire)
         return undo + [bus.subscribe(handler) for handler in handlers]
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -7,7 +7,11 @@ Zero cost when unused: ``ServerState.events`` is the bus while it has at least o
     if events is not None:
         events.emit(RequestStarted(time=..., worker_id=events.worker_id, ...))
 
-and with nobody listening that is one attribute load and one comparison: no event is built.
+and with nobody listening that is one attribute load and one comparison: no event is built. The
+events of single requests (RequestStarted ... RequestFailed, built several times per request) have a
+gate of their own, ``ServerState.request_events``: a handler that ignores them says so with
+``wants_request_events = False`` (the metrics handler does), and while only such handlers listen
+they are not built.
 
 Handlers are plain synchronous callables taking one event; what they return is ignored. ``emit``
 calls them one after the other in the emitting worker's event-loop thread, so a handler must be
@@ -73,6 +77,13 @@ def _report_failure(handler: EventHandler, event: Event, exc: Exception) -> None
     )
 
 
+def wants_request_events(handler: EventHandler) -> bool:
+    """False for a handler that says (``handler.wants_request_events = False``) it ignores the events of
+    single requests (RequestStarted ... RequestFailed): while only such handlers listen, the protocols
+    do not build those events at all. The metrics handler is one: it records requests another way."""
+    return bool(getattr(handler, "wants_request_events", True))
+
+
 def check_handler(handler: object) -> EventHandler:
     """``handler`` if it can be a handler; TypeError if it is not callable or is a coroutine function."""
     if not callable(handler):
@@ -95,7 +106,7 @@ class EventBus:
         self,
         worker_id: int = 0,
         handlers: Iterable[EventHandler] = (),
-        on_change: Callable[[bool], None] | None = None,
+        on_change: Callable[[bool, bool], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         # Copy-on-write: emit() reads one tuple, subscribe()/unsubscribe() from any thread replace it.
@@ -109,7 +120,7 @@ class EventBus:
         for handler in handlers:
             self.subscribe(handler)
 
-    def __reduce__(self) -> tuple[type[EventBus], tuple[int, tuple[EventHandler, ...], Callable[[bool], None] | None]]:
+    def __reduce__(self) -> tuple[type[EventBus], tuple[int, tuple[EventHandler, ...], Callable[[bool, bool], None] | None]]:
         # A Server travels to a --reload child by pickle (its bound run method): rebuild the bus there.
         return (EventBus, (self.worker_id, self._handlers, self._on_change))
 
@@ -130,14 +141,17 @@ class EventBus:
             except Exception as exc:
                 _report_failure(handler, event, exc)
 
+    @property
+    def wants_requests(self) -> bool:
+        """Whether a handler takes request events (``ServerState.request_events`` is this bus exactly then)."""
+        return any(wants_request_events(handler) for handler in self._handlers)
+
     def subscribe(self, handler: EventHandler) -> Unsubscribe:
         """Add ``handler``; the returned callable removes it again (calling it twice is harmless)."""
         check_handler(handler)
         with self._lock:
-            was_active = bool(self._handlers)
             self._handlers = self._handlers + (handler,)
-            if not was_active and self._on_change is not None:
-                self._on_change(True)
+            self._changed()
         done = False
 
         def unsubscribe() -> None:
@@ -152,10 +166,13 @@ class EventBus:
                         del handlers[index]
                         break
                 self._handlers = tuple(handlers)
-                if not handlers and self._on_change is not None:
-                    self._on_change(False)
+                self._changed()
 
         return unsubscribe
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(bool(self._handlers), self.wants_requests)
 
     # Ids, for the protocols: counted per worker, from 1, only while events are on.
     def next_connection_id(self) -> int:
@@ -219,6 +236,7 @@ __all__ = [
     "EventSource",
     "Unsubscribe",
     "check_handler",
+    "wants_request_events",
     "events_extension",
     "handler_failures",
 ]

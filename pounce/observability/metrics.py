@@ -27,10 +27,13 @@ are under ``pounce_``:
 ``pounce_worker_drains_total``                  counter   ``reason`` (``restart``, ``recycle``, ``scale_down``)
 =============================================== ========= ==============================================
 
-Methods outside the registered set are counted as ``_OTHER`` (as the conventions say), so a client
-cannot grow the label space. One scrape sees the whole server: thread workers share one handler and
-one registry (prometheus-client's metrics are thread-safe); process workers write prometheus-client's
-multiprocess files, which the supervisor's endpoint reads (see ``pounce.observability.runtime``).
+The first six are per request: the request observer records them through ``recorder()`` (one per
+worker) instead of events, for their cost (see ``pounce.observability.request_metrics``); the rest
+arrive as events. Methods outside the registered set are counted as ``_OTHER`` (as the conventions
+say), so a client cannot grow the label space. One scrape sees the whole server: thread workers share
+one handler and one registry (prometheus-client's metrics are thread-safe, and each worker's request
+counts are summed at scrape time); process workers write prometheus-client's multiprocess files, which
+the supervisor's endpoint reads (see ``pounce.observability.runtime``).
 """
 
 from __future__ import annotations
@@ -42,30 +45,28 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from pounce.observability.events import (
-    ClientDisconnected,
     ConnectionClosed,
     ConnectionOpened,
     Event,
-    RequestFailed,
-    RequestStarted,
-    ResponseCompleted,
     StreamReset,
     WebSocketAccepted,
     WebSocketClosed,
     WorkerDraining,
     WorkerStarted,
     WorkerStopped,
-    protocol_for_version,
+)
+from pounce.observability.request_metrics import (
+    DURATION_BUCKETS,
+    SIZE_BUCKETS,
+    DirectRecorder,
+    RequestCollector,
+    RequestRecorder,
 )
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-# OpenTelemetry's advice for http.server.request.duration.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-SIZE_BUCKETS = (0, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
-KNOWN_METHODS = frozenset(("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"))
 RESTART_REASONS = frozenset(("restart", "recycle", "replace"))
 INSTALL_HINT = "--metrics needs prometheus-client: pip install 'pounce[metrics]'"
 
@@ -91,53 +92,20 @@ def available() -> bool:
     return importlib.util.find_spec("prometheus_client") is not None
 
 
-def _method(method: str) -> str:
-    return method if method in KNOWN_METHODS else "_OTHER"
-
-
 class PrometheusMetrics:
     """The event handler behind ``--metrics``; thread-safe, one per process, shared by its workers."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    # Request events are not needed: the request observer records per-request series through
+    # ``requests`` (see pounce.observability.request_metrics); the bus builds them only for others.
+    wants_request_events = False
+
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess: bool = False) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
-        request_labels = ("http_request_method", "http_response_status_code", "network_protocol_version", "url_scheme")
-        self.request_duration = Histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests, from the request head parsed to the last response byte.",
-            request_labels,
-            buckets=DURATION_BUCKETS,
-            registry=reg,
-        )
-        self.response_size = Histogram(
-            "http_server_response_body_size_bytes",
-            "Size of HTTP server response bodies.",
-            request_labels,
-            buckets=SIZE_BUCKETS,
-            registry=reg,
-        )
-        # "livesum": in multiprocess mode the values of exited workers are dropped, the live ones summed.
-        self.active_requests = Gauge(
-            "http_server_active_requests",
-            "Number of active HTTP server requests.",
-            ("http_request_method", "url_scheme"),
-            registry=reg,
-            multiprocess_mode="livesum",
-        )
-        self.requests = Counter(
-            "pounce_http_requests",
-            "HTTP requests answered, by method, status class and protocol.",
-            ("http_request_method", "status_class", "protocol"),
-            registry=reg,
-        )
-        self.disconnects = Counter(
-            "pounce_client_disconnects", "Requests whose connection ended before the response was complete.",
-            ("protocol",), registry=reg,
-        )
-        self.app_errors = Counter(
-            "pounce_app_errors", "Requests whose app raised or broke the ASGI protocol.", ("error_type",), registry=reg
+        self.requests: RequestCollector | DirectRecorder = (
+            DirectRecorder(reg) if multiprocess else RequestCollector(reg)
         )
         self.connections_total = Counter(
             "pounce_connections", "Connections served, by protocol.", ("protocol",), registry=reg
@@ -165,17 +133,9 @@ class PrometheusMetrics:
         self.worker_drains = Counter(
             "pounce_worker_drains", "Workers taken out of service while the server went on.", ("reason",), registry=reg
         )
-        # Label children, looked up once per label combination (labels() takes a lock and validates);
-        # the per-request ones as one tuple per (method, status, version, scheme), so a request costs
-        # two dict lookups. Keys are bounded: methods are normalized first, the rest has few values.
+        # Label children, looked up once per label combination (labels() takes a lock and validates).
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._responses: dict[tuple[str, int, str, str], tuple[Any, Any, Any, Any]] = {}
-        self._actives: dict[tuple[str, str], Any] = {}
         self._dispatch: dict[type[Event], Callable[[Any], None]] = {
-            RequestStarted: self._request_started,
-            ResponseCompleted: self._response_completed,
-            ClientDisconnected: self._client_disconnected,
-            RequestFailed: self._request_failed,
             ConnectionOpened: self._connection_opened,
             ConnectionClosed: self._connection_closed,
             WebSocketAccepted: self._websocket_accepted,
@@ -198,45 +158,9 @@ class PrometheusMetrics:
             child = self._children.setdefault(key, metric.labels(*labels))
         return child
 
-    # -- requests ------------------------------------------------------------------------------
-
-    def _active(self, request: RequestStarted) -> Any:
-        key = (_method(request.method), request.scope.get("scheme", "http"))
-        child = self._actives.get(key)
-        if child is None:
-            child = self._actives.setdefault(key, self.active_requests.labels(*key))
-        return child
-
-    def _request_started(self, event: RequestStarted) -> None:
-        self._active(event).inc()
-
-    def _response_completed(self, event: ResponseCompleted) -> None:
-        request = event.request
-        key = (_method(request.method), event.status, request.http_version, request.scope.get("scheme", "http"))
-        children = self._responses.get(key)
-        if children is None:
-            method, status, version, scheme = key
-            children = self._responses.setdefault(
-                key,
-                (
-                    self.request_duration.labels(method, status, version, scheme),
-                    self.response_size.labels(method, status, version, scheme),
-                    self.requests.labels(method, f"{status // 100}xx", protocol_for_version(version)),
-                    self._active(request),
-                ),
-            )
-        duration, size, count, active = children
-        duration.observe(event.total_seconds)
-        size.observe(event.body_bytes)
-        count.inc()
-        active.dec()
-
-    def _client_disconnected(self, event: ClientDisconnected) -> None:
-        self._child(self.disconnects, protocol_for_version(event.request.http_version)).inc()
-        self._active(event.request).dec()
-
-    def _request_failed(self, event: RequestFailed) -> None:
-        self._child(self.app_errors, event.exception_type or "asgi_protocol").inc()
+    def recorder(self) -> RequestRecorder:
+        """A new worker's per-request recorder (the request observer calls it)."""
+        return self.requests.recorder()
 
     # -- connections ---------------------------------------------------------------------------
 

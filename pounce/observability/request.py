@@ -1,9 +1,14 @@
 """What one request reports while anything observes it: events, its span and its Server-Timing value.
 
 Every protocol's request cycle (HTTP/1.1 with either parser, HTTP/2 streams) carries one
-``RequestObserver`` in ``cycle.observer`` when events are on, ``--otel`` is on or ``--server-timing`` is
-on, and None otherwise; the cycle's code tests that one attribute at each point below and does
-nothing else when it is None. The protocols create it with ``observe()`` when a head is parsed.
+``RequestObserver`` in ``cycle.observer`` when request events, ``--metrics``, ``--otel`` or
+``--server-timing`` are on, and None otherwise; the cycle's code tests that one attribute at each
+point below and does nothing else when it is None. The protocols create it when a head is parsed
+(``ServerState.observing`` says whether to).
+
+At each point the observer emits the request's event (while a handler takes request events),
+records its metrics (``--metrics``: plain values to the worker's recorder, see
+``pounce.observability.request_metrics``) and drives its span.
 
 The points, in the order they happen:
 
@@ -20,18 +25,20 @@ The points, in the order they happen:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pounce._types import Scope
 from pounce.observability import hooks
+from pounce.observability.events import exception_type_name
 from pounce.observability.timing import server_timing_header
 
 if TYPE_CHECKING:
-    from pounce.observability.bus import EventBus
     from pounce.observability.events import RequestStarted
+    from pounce.server import ServerState
     from pounce.observability.tracing import RequestTracer, TracedRequest
 
 _monotonic = time.monotonic
+_NO_KEY = ("", "")
 
 
 class RequestObserver:
@@ -39,7 +46,10 @@ class RequestObserver:
 
     __slots__ = (
         "bus",
+        "scope",
         "request",
+        "metrics",
+        "active_key",
         "tracer",
         "traced",
         "server_timing",
@@ -52,22 +62,19 @@ class RequestObserver:
     )
 
     def __init__(
-        self,
-        bus: EventBus,
-        events: EventBus | None,
-        tracer: RequestTracer | None,
-        server_timing: bool,
-        connection_id: int,
-        scope: Scope,
-        stream_id: int | None,
+        self, state: ServerState, connection_id: int, scope: Scope, server_timing: bool, stream_id: int | None = None
     ) -> None:
         self.head_parsed = self.app_called = _monotonic()
-        self.bus = bus
+        self.bus = state.event_bus
+        self.scope = scope
         # Only with a handler listening: a request seen by the tracer or Server-Timing alone emits nothing.
+        events = state.request_events
         self.request: RequestStarted | None = (
             hooks.request_started(events, connection_id, scope, self.head_parsed, stream_id) if events is not None else None
         )
-        self.tracer = tracer
+        self.metrics = metrics = state.request_metrics
+        self.active_key = metrics.started(scope["method"], scope["scheme"]) if metrics is not None else _NO_KEY
+        self.tracer = state.tracer
         self.traced: TracedRequest | None = None
         self.server_timing = server_timing
         self.first_byte = 0.0
@@ -96,21 +103,33 @@ class RequestObserver:
         if self.ended:
             return
         self.ended = True
+        now = _monotonic()
+        status = self.status
+        assert status is not None
+        metrics = self.metrics
+        if metrics is not None:
+            scope = self.scope
+            metrics.completed(
+                self.active_key, scope["method"], status, scope["http_version"], scope["scheme"],
+                now - self.head_parsed, self.body_bytes,
+            )
         if self.request is not None:
-            assert self.status is not None
-            now = _monotonic()
             hooks.response_completed(
-                self.bus, self.request, self.status, self.body_bytes, self.app_called, self.first_byte or now, now
+                self.bus, self.request, status, self.body_bytes, self.app_called, self.first_byte or now, now
             )
 
     def client_disconnected(self) -> None:
         if self.ended:
             return
         self.ended = True
+        if self.metrics is not None:
+            self.metrics.disconnected(self.active_key, self.scope["http_version"])
         if self.request is not None:
             hooks.client_disconnected(self.bus, self.request, self.status, self.body_bytes)
 
     def failed(self, error: BaseException | None, message: str, sent_500: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.failed(exception_type_name(error) if error is not None else None)
         if self.request is not None:
             hooks.request_failed(self.bus, self.request, error, message, sent_500)
 
@@ -120,12 +139,4 @@ class RequestObserver:
             traced.end(self.status, error)
 
 
-def observe(state: Any, connection_id: int, scope: Scope, server_timing: bool, stream_id: int | None = None) -> RequestObserver:
-    """A new request's observer; the protocols call it only while events, ``--otel`` or ``--server-timing``
-    are on (``state.events is not None or state.tracer is not None or server_timing``, inlined there)."""
-    return RequestObserver(
-        state.event_bus, state.events, state.tracer, server_timing, connection_id, scope, stream_id
-    )
-
-
-__all__ = ["RequestObserver", "observe"]
+__all__ = ["RequestObserver"]

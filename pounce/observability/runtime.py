@@ -34,6 +34,7 @@ from pounce.observability.events import StartReason, WorkerMode
 
 if TYPE_CHECKING:
     from pounce.observability.metrics import MetricsEndpoint, PrometheusMetrics
+    from pounce.observability.request_metrics import RequestRecorder
     from pounce.observability.tracing import RequestTracer
 
 logger = logging.getLogger("uvicorn.error")
@@ -72,6 +73,10 @@ class Telemetry:
     def handlers(self) -> tuple[EventHandler, ...]:
         return (self.metrics,) if self.metrics is not None else ()
 
+    def request_recorder(self) -> RequestRecorder | None:
+        """A worker's per-request metrics recorder (one per worker, which retires it when it stops)."""
+        return self.metrics.recorder() if self.metrics is not None else None
+
     @classmethod
     def in_process(cls, metrics_address: tuple[str, int] | None, otel: bool, *, serve: bool = True) -> Telemetry:
         """For a process whose workers all run here (one server, thread workers); serves /metrics if asked."""
@@ -96,7 +101,7 @@ class Telemetry:
                 values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
             from pounce.observability.metrics import PrometheusMetrics
 
-            metrics = PrometheusMetrics()
+            metrics = PrometheusMetrics(multiprocess=True)
         return cls(metrics=metrics, tracer=_tracer(otel))
 
     def close(self) -> None:

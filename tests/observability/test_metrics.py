@@ -39,36 +39,94 @@ def scrape(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
-def request(method: str = "GET", status: int = 200, version: str = "1.1", size: int = 100,
-            duration: float = 0.02, worker: int = 1, request_id: int = 1) -> tuple[ev.RequestStarted, ev.ResponseCompleted]:
-    scope = {"type": "http", "method": method, "scheme": "http", "path": "/", "headers": []}
-    started = ev.RequestStarted(time=0.0, worker_id=worker, connection_id=1, request_id=request_id, method=method,
-                                path="/", http_version=version, stream_id=1 if version == "2" else None, scope=scope)
-    done = ev.ResponseCompleted(time=duration, worker_id=worker, connection_id=1, request_id=request_id, status=status,
-                                body_bytes=size, queue_seconds=0.0, first_byte_seconds=0.0, total_seconds=duration,
-                                request=started)
-    return started, done
+def record(recorder: Any, method: str = "GET", status: int = 200, version: str = "1.1", size: int = 100,
+           duration: float = 0.02) -> None:
+    """One request through a worker's recorder, as the request observer reports it."""
+    key = recorder.started(method, "http")
+    recorder.completed(key, method, status, version, "http", duration, size)
 
 
 def test_requests_become_semantic_convention_histograms_and_pounce_counters() -> None:
     metrics = PrometheusMetrics()
+    recorder = metrics.recorder()
     for method, status, version in [("GET", 200, "1.1"), ("GET", 200, "1.1"), ("POST", 503, "2"), ("BREW", 418, "1.1")]:
-        started, done = request(method, status, version)
-        metrics(started)
-        metrics(done)
-    started, _ = request("GET")
-    metrics(started)  # still in flight
+        record(recorder, method, status, version)
+    recorder.started("GET", "http")  # still in flight
     text = scrape(metrics.registry)
     assert sample(text, "http_server_request_duration_seconds_count") == 4
     assert sample(text, "http_server_request_duration_seconds_count", http_request_method="GET",
                   http_response_status_code="200", network_protocol_version="1.1", url_scheme="http") == 2
     assert sample(text, "http_server_request_duration_seconds_bucket", http_request_method="POST", le="0.025") == 1
+    assert sample(text, "http_server_request_duration_seconds_bucket", http_request_method="POST", le="0.01") == 0
+    assert sample(text, "http_server_request_duration_seconds_bucket", http_request_method="POST", le="+Inf") == 1
     assert sample(text, "http_server_response_body_size_bytes_sum") == 400
+    assert sample(text, "http_server_response_body_size_bytes_bucket", le="100.0") == 4
+    assert sample(text, "http_server_response_body_size_bytes_bucket", le="0.0") == 0
     assert sample(text, "pounce_http_requests_total", http_request_method="GET", status_class="2xx",
                   protocol="http/1.1") == 2
     assert sample(text, "pounce_http_requests_total", status_class="5xx", protocol="h2") == 1
     assert sample(text, "pounce_http_requests_total", http_request_method="_OTHER", status_class="4xx") == 1
     assert sample(text, "http_server_active_requests", http_request_method="GET") == 1
+
+
+def test_request_series_are_the_same_in_multiprocess_form() -> None:
+    """Process workers record through prometheus-client's own metrics: the same names and values."""
+    local, direct = PrometheusMetrics(), PrometheusMetrics(multiprocess=True)
+    for metrics in (local, direct):
+        recorder = metrics.recorder()
+        for method, status, version in [("GET", 200, "1.1"), ("POST", 503, "2"), ("BREW", 418, "1.1")]:
+            record(recorder, method, status, version, size=150, duration=0.3)
+        recorder.disconnected(recorder.started("GET", "https"), "2")
+        recorder.failed("ValueError")
+        recorder.failed(None)
+    texts = [scrape(m.registry) for m in (local, direct)]
+    for name, labels in [
+        ("http_server_request_duration_seconds_count", {}),
+        ("http_server_request_duration_seconds_bucket", {"le": "0.5"}),
+        ("http_server_request_duration_seconds_bucket", {"le": "0.25"}),
+        ("http_server_request_duration_seconds_sum", {}),
+        ("http_server_response_body_size_bytes_bucket", {"le": "1000.0"}),
+        ("pounce_http_requests_total", {"status_class": "4xx", "http_request_method": "_OTHER"}),
+        ("http_server_active_requests", {}),
+        ("pounce_client_disconnects_total", {"protocol": "h2"}),
+        ("pounce_app_errors_total", {"error_type": "ValueError"}),
+        ("pounce_app_errors_total", {"error_type": "asgi_protocol"}),
+    ]:
+        assert sample(texts[0], name, **labels) == sample(texts[1], name, **labels), (name, labels)
+    assert sample(texts[0], "http_server_request_duration_seconds_count") == 3
+    assert sample(texts[0], "http_server_active_requests") == 0
+
+
+def test_a_retired_workers_counts_stay_and_its_in_flight_requests_leave() -> None:
+    metrics = PrometheusMetrics()
+    old, new = metrics.recorder(), metrics.recorder()
+    for _ in range(3):
+        record(old)
+    old.started("GET", "http")  # cut off by its worker's end
+    record(new)
+    old.retire()
+    old.retire()  # harmless
+    text = scrape(metrics.registry)
+    assert sample(text, "pounce_http_requests_total") == 4
+    assert sample(text, "http_server_request_duration_seconds_count") == 4
+    assert sample(text, "http_server_active_requests") == 0
+
+
+def test_the_metrics_handler_takes_no_request_events() -> None:
+    """With --metrics alone, the protocols build no request events (the recorder has them)."""
+    from pounce.observability.bus import wants_request_events
+    from pounce.server import ServerState
+
+    metrics = PrometheusMetrics()
+    assert not wants_request_events(metrics)
+    state = ServerState()
+    unsubscribe = state.event_bus.subscribe(metrics)
+    assert state.events is state.event_bus and state.request_events is None
+    undo = state.event_bus.subscribe(lambda event: None)
+    assert state.request_events is state.event_bus and state.observing
+    undo()
+    unsubscribe()
+    assert state.events is None and state.request_events is None and not state.observing
 
 
 def test_connections_websockets_streams_errors_and_workers() -> None:
@@ -84,12 +142,6 @@ def test_connections_websockets_streams_errors_and_workers() -> None:
                                messages_received=5, messages_sent=7))
     metrics(ev.StreamReset(time=0, worker_id=1, connection_id=2, stream_id=3, request_id=None, error_code=8,
                            initiator="client"))
-    started, _ = request()
-    metrics(started)
-    metrics(ev.RequestFailed(time=0, worker_id=1, connection_id=1, request_id=1, exception_type="ValueError",
-                             error=ValueError(), message="Exception in ASGI application", sent_500=False, request=started))
-    metrics(ev.ClientDisconnected(time=0, worker_id=1, connection_id=1, request_id=1, status=200,
-                                  body_bytes=3, request=started))
     for wid, reason in [(1, "initial"), (2, "initial"), (3, "restart")]:
         metrics(ev.WorkerStarted(time=0, worker_id=wid, mode="thread", generation=0, pid=1, reason=reason))  # type: ignore[arg-type]
     metrics(ev.WorkerDraining(time=0, worker_id=1, mode="thread", generation=0, reason="restart"))
@@ -103,35 +155,46 @@ def test_connections_websockets_streams_errors_and_workers() -> None:
     assert sample(text, "pounce_websocket_messages_total", direction="received") == 5
     assert sample(text, "pounce_websocket_messages_total", direction="sent") == 7
     assert sample(text, "pounce_http2_stream_resets_total", initiator="client") == 1
-    assert sample(text, "pounce_app_errors_total", error_type="ValueError") == 1
-    assert sample(text, "pounce_client_disconnects_total", protocol="http/1.1") == 1
-    assert sample(text, "http_server_active_requests") == 0
     assert sample(text, "pounce_workers", mode="thread") == 2
     assert sample(text, "pounce_worker_restarts_total", reason="restart") == 1
     assert sample(text, "pounce_worker_drains_total", reason="restart") == 1
 
 
-def test_one_handler_called_from_many_threads_counts_exactly() -> None:
+def test_many_workers_counting_at_once_while_scraped_count_exactly() -> None:
+    """Thread workers each count into their own recorder; scrapes meanwhile never fail or overcount."""
     metrics = PrometheusMetrics()
     per_thread = 2000
     barrier = threading.Barrier(8)
+    done = threading.Event()
+    seen: list[float] = []
 
     def worker(n: int) -> None:
-        pairs = [request(worker=n, request_id=i, status=200 + (i % 3) * 100) for i in range(per_thread)]
+        recorder = metrics.recorder()
         barrier.wait()
-        for started, done in pairs:
-            metrics(started)
-            metrics(done)
+        for i in range(per_thread):
+            record(recorder, status=200 + (i % 3) * 100)
+        if n % 2:
+            recorder.retire()
+
+    def scraper() -> None:
+        while not done.is_set():
+            seen.append(sample(scrape(metrics.registry), "pounce_http_requests_total"))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    watcher = threading.Thread(target=scraper)
+    watcher.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    done.set()
+    watcher.join()
     text = scrape(metrics.registry)
     assert sample(text, "pounce_http_requests_total") == 8 * per_thread
     assert sample(text, "http_server_request_duration_seconds_count") == 8 * per_thread
     assert sample(text, "http_server_active_requests") == 0
+    assert seen and all(0 <= value <= 8 * per_thread for value in seen)
+    assert seen == sorted(seen)  # counters never go back, retirements included
 
 
 def test_parse_address() -> None:
@@ -145,9 +208,7 @@ def test_parse_address() -> None:
 
 def test_the_endpoint_serves_metrics_only_at_slash_metrics() -> None:
     metrics = PrometheusMetrics()
-    started, done = request()
-    metrics(started)
-    metrics(done)
+    record(metrics.recorder())
     endpoint = MetricsEndpoint("127.0.0.1", 0, metrics.registry)
     try:
         response = httpx.get(endpoint.url)

@@ -21,7 +21,7 @@ from pounce.logging import TRACE_LOG_LEVEL
 from pounce.observability import hooks
 from pounce.observability.bus import EXTENSION_KEY
 from pounce.observability.events import ProtocolName
-from pounce.observability.request import observe
+from pounce.observability.request import RequestObserver
 from pounce.protocols.http.cycle import RequestResponseCycle
 from pounce.protocols.http.flow_control import FlowControl, service_unavailable
 from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -153,7 +153,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         """Give the request its observer (events, span, Server-Timing); called only when one is needed."""
         if not self.connection_id:
             self.connection_id = self.server_state.event_bus.next_connection_id()
-        cycle.observer = observe(self.server_state, self.connection_id, scope, self.server_timing, stream_id)
+        cycle.observer = RequestObserver(self.server_state, self.connection_id, scope, self.server_timing, stream_id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)

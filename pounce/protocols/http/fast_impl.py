@@ -301,7 +301,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 head.http_version,
             )
             state = self.server_state
-            if state.events is not None or state.tracer is not None or self.server_timing:
+            if state.observing or self.server_timing:
                 self._observe(cycle, scope)
             if head.chunked:
                 self._body_reader = ChunkedReader(self.max_line)

@@ -182,7 +182,7 @@ class H11Protocol(BaseHTTPProtocol):
                 self.cycle.body_timeout = self.timeout_request_body
                 self.cycle.on_body_timeout = self.request_body_timeout
                 state = self.server_state
-                if state.events is not None or state.tracer is not None or self.server_timing:
+                if state.observing or self.server_timing:
                     self._observe(self.cycle, scope)
                 self._run_cycle(self.cycle, app)
 

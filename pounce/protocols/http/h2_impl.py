@@ -441,7 +441,7 @@ class H2Protocol(BaseHTTPProtocol):
             extensions[extension] = {}
         cycle = H2Cycle(self, stream_id, scope, expect_continue)
         state = self.server_state
-        if state.events is not None or state.tracer is not None or self.server_timing:
+        if state.observing or self.server_timing:
             self._observe(cycle, scope, stream_id)
         if declared is not None:
             cycle.declared_length = int(declared)
