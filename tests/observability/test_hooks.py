@@ -14,6 +14,12 @@ from pounce.observability.access import AccessLogSubscriber
 from pounce.observability.bus import EventBus
 
 
+@pytest.fixture(autouse=True)
+def access_lines_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Config loaded by an earlier test (Uvicorn's logging config) leaves uvicorn.access not propagating.
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "propagate", True)
+
+
 def http_scope(path: str = "/x", method: str = "GET", version: str = "1.1") -> dict[str, Any]:
     return {"type": "http", "method": method, "path": path, "http_version": version, "query_string": b"",
             "headers": [], "client": ("127.0.0.1", 5555), "scheme": "http"}
