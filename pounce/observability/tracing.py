@@ -107,6 +107,12 @@ class TracedRequest:
             return
         self._ended = True
         span = self.span
+        if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): nothing to add to it
+            try:
+                _api.context.detach(self._token)
+            finally:
+                span.end()
+            return
         attributes: dict[str, Any] = {}
         client = self._scope.get("client")
         if client:

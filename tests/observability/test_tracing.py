@@ -157,6 +157,30 @@ def test_console_exporter_configured_only_by_environment_variables(tmp_path: Pat
     assert span["resource"]["attributes"]["service.name"] == "pounce-env-test"
 
 
+def test_the_sampler_from_the_environment_is_honoured(tmp_path: Path) -> None:
+    """OTEL_TRACES_SAMPLER: a request the sampler drops still gets a current (non-recording) span and
+    exports nothing; its parent's decision is followed (parentbased_always_off drops a root, keeps a
+    sampled parent's child)."""
+    program = (
+        "from opentelemetry import trace\n"
+        "from pounce.observability.tracing import configure_tracing\n"
+        "tracer = configure_tracing()\n"
+        "root = {'type': 'http', 'method': 'GET', 'path': '/dropped', 'headers': [], 'query_string': b''}\n"
+        "traced = tracer.start_request(root)\n"
+        "assert not trace.get_current_span().is_recording()\n"
+        "traced.end(200)\n"
+        "parent = [(b'traceparent', b'00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')]\n"
+        "child = {'type': 'http', 'method': 'GET', 'path': '/kept', 'headers': parent, 'query_string': b''}\n"
+        "tracer.start_request(child).end(200)\n"
+    )
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "parentbased_always_off"}
+    out = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    span = json.loads(out.stdout)  # exactly one span: the child of a sampled parent
+    assert span["attributes"]["url.path"] == "/kept"
+    assert span["attributes"]["http.response.status_code"] == 200
+
+
 def test_a_missing_exporter_is_a_warning_not_a_failure() -> None:
     program = (
         "import logging; logging.basicConfig()\n"
