@@ -187,8 +187,10 @@ def build_venv(root: Path, requirements: Iterable[str], log: Path, *, fresh: boo
 
 
 def pounce_requirements(pyproject_text: str, extra: str = "full") -> list[str]:
-    """Pounce's runtime requirements with ``extra``, self-references (``pounce[h2,ws]``) expanded."""
+    """Pounce's runtime requirements with ``extra``, self-references (``pounce-asgi[h2,ws]``) expanded."""
     project = tomllib.loads(pyproject_text).get("project", {})
+    # Extras name the project itself by its distribution name (`pounce-asgi[h2,ws]`).
+    self_reference = re.compile(rf"\s*{re.escape(project.get('name', 'pounce'))}\[([^\]]+)\]", re.IGNORECASE)
     optional = project.get("optional-dependencies", {})
     out = list(project.get("dependencies", []))
     todo, seen = [extra], set()
@@ -198,7 +200,7 @@ def pounce_requirements(pyproject_text: str, extra: str = "full") -> list[str]:
             continue
         seen.add(name)
         for req in optional.get(name, []):
-            match = re.match(r"\s*pounce\[([^\]]+)\]", req)
+            match = self_reference.match(req)
             if match:
                 todo.extend(part.strip() for part in match.group(1).split(","))
             else:
