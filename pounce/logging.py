@@ -2,18 +2,24 @@
 
 The logger names (``uvicorn.error``, ``uvicorn.access``, ``uvicorn.asgi``) are kept on
 purpose elsewhere, and these classes keep Uvicorn's attribute and method names so
-logging configs and subclasses written for Uvicorn keep working.
+logging configs and subclasses written for Uvicorn keep working. A config that names
+Uvicorn's classes (``uvicorn.logging.DefaultFormatter``) is applied through
+:func:`dict_config` / :func:`file_config`, which resolve those names to these classes
+when ``uvicorn`` cannot be imported.
 """
 
 from __future__ import annotations
 
 import http
+import importlib.util
 import json
 import logging
+import logging.config
 import sys
+from configparser import ConfigParser, ParsingError, RawConfigParser
 from copy import copy
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import IO, Any, Callable, Literal
 
 from pounce._ansi import style as ansi_style
 from pounce.observability.access import RECORD_ATTRIBUTE, AccessEntry, AccessLogFormat
@@ -227,3 +233,127 @@ def _trace_ids(record: logging.LogRecord) -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# The classes of ``uvicorn.logging`` by the dotted names logging configs use for them (Uvicorn's own
+# LOGGING_CONFIG names the first two; it names no handler or filter classes of Uvicorn's), and the classes
+# here that format the same records the same way.
+UVICORN_CLASS_NAMES: dict[str, str] = {
+    "uvicorn.logging.DefaultFormatter": "pounce.logging.DefaultFormatter",
+    "uvicorn.logging.AccessFormatter": "pounce.logging.AccessFormatter",
+    "uvicorn.logging.ColourizedFormatter": "pounce.logging.ColourizedFormatter",
+}
+
+# The keys through which logging.config imports a class by its dotted name.
+_CLASS_KEYS = ("()", "class")
+
+
+def _uvicorn_importable() -> bool:
+    # Where `uvicorn` imports (real Uvicorn, or compat/ whose uvicorn.logging *is* this module), its names
+    # resolve as written, and are left alone.
+    try:
+        return importlib.util.find_spec("uvicorn") is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a `uvicorn` module without a spec
+        return "uvicorn" in sys.modules
+
+
+def _renamed(value: Any) -> Any:
+    """``value`` with Uvicorn's class names replaced, copying only the dicts and lists on the way to one."""
+    if isinstance(value, dict):
+        items = [
+            (key, UVICORN_CLASS_NAMES.get(item, item) if key in _CLASS_KEYS and isinstance(item, str) else _renamed(item))
+            for key, item in value.items()
+        ]
+        return dict(items) if any(new is not value[key] for key, new in items) else value
+    if isinstance(value, list):
+        renamed = [_renamed(item) for item in value]
+        return renamed if any(new is not old for new, old in zip(renamed, value)) else value
+    return value
+
+
+def with_pounce_class_names(config: dict[str, Any]) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict whose ``uvicorn.logging`` classes resolve without Uvicorn.
+
+    Without ``uvicorn`` importable, ``logging.config`` fails on such a name (``Cannot resolve
+    'uvicorn.logging.DefaultFormatter'``); rewriting the names is what makes Uvicorn's configs work here
+    without putting a ``uvicorn`` module into ``sys.modules``. ``config`` itself is never changed.
+    """
+    renamed: dict[str, Any] = _renamed(config)
+    if renamed is config or _uvicorn_importable():
+        return config
+    return renamed
+
+
+def dict_config(config: dict[str, Any]) -> None:
+    """``logging.config.dictConfig`` that also takes a config written for Uvicorn (JSON and YAML files too)."""
+    logging.config.dictConfig(with_pounce_class_names(config))
+
+
+def _uvicorn_classes_in(parser: RawConfigParser) -> list[tuple[str, str]]:
+    """(section, Pounce class name) for each formatter or handler section of a fileConfig that names Uvicorn's."""
+    found = []
+    for section in parser.sections():
+        if section.startswith(("formatter_", "handler_")) and parser.has_option(section, "class"):
+            name = parser.get(section, "class", raw=True).strip()
+            if name in UVICORN_CLASS_NAMES:
+                found.append((section, UVICORN_CLASS_NAMES[name]))
+    return found
+
+
+def _rename_uvicorn_classes(parser: RawConfigParser) -> bool:
+    """Rewrite Uvicorn's class names in ``parser`` where ``uvicorn`` cannot be imported; True if it did."""
+    renames = _uvicorn_classes_in(parser)
+    if not renames or _uvicorn_importable():
+        return False
+    for section, name in renames:
+        parser.set(section, "class", name)
+    return True
+
+
+def _ini_source(
+    fname: str | RawConfigParser | IO[str], defaults: dict[str, str] | None, encoding: str | None
+) -> str | RawConfigParser | IO[str]:
+    """What fileConfig should read: ``fname`` itself, unless a Uvicorn class name in it had to be rewritten.
+
+    So fileConfig is called as the caller meant, and a file it cannot read fails with its own error. A
+    parser is rewritten in place (it is what fileConfig consumes); a stream that cannot seek can be read only
+    once, so then fileConfig always gets the parser read from it here.
+    """
+    if isinstance(fname, RawConfigParser):
+        _rename_uvicorn_classes(fname)
+        return fname
+    parser = ConfigParser(defaults)
+    if isinstance(fname, str):
+        try:
+            parser.read(fname, encoding=encoding)
+        except (ParsingError, OSError, UnicodeError):
+            return fname
+        return parser if _rename_uvicorn_classes(parser) else fname
+    seekable = fname.seekable()
+    start = fname.tell() if seekable else 0
+    try:
+        parser.read_file(fname)
+    except ParsingError as exc:
+        if not seekable:
+            raise RuntimeError(f"{fname} is invalid: {exc}") from exc  # fileConfig's words
+        fname.seek(start)
+        return fname
+    if _rename_uvicorn_classes(parser) or not seekable:
+        return parser
+    fname.seek(start)
+    return fname
+
+
+def file_config(
+    fname: str | RawConfigParser | IO[str],
+    defaults: dict[str, str] | None = None,
+    disable_existing_loggers: bool = True,
+    encoding: str | None = None,
+) -> None:
+    """``logging.config.fileConfig`` that also takes an ``.ini`` config written for Uvicorn."""
+    options: dict[str, Any] = {"disable_existing_loggers": disable_existing_loggers}
+    if defaults is not None:
+        options["defaults"] = defaults
+    if encoding is not None:
+        options["encoding"] = encoding
+    logging.config.fileConfig(_ini_source(fname, defaults, encoding), **options)

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import configparser
 import io
 import logging
 import logging.config
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import pounce.logging
 from pounce._ansi import style
 from pounce.logging import TRACE_LOG_LEVEL, AccessFormatter, ColourizedFormatter, DefaultFormatter
 
@@ -158,3 +161,117 @@ def test_dict_config_factory() -> None:
         "INFO:     Application startup complete."
     )
     assert access_fmt.format(access(404)).endswith("\x1b[31m404 Not Found\x1b[0m")
+
+
+# --- configs written for Uvicorn (see also test_log_config_without_uvicorn.py, in a venv without it) -------
+
+UVICORN_STYLE = {
+    "version": 1,
+    "formatters": {
+        "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": DEFAULT_FMT},
+        "access": {"class": "uvicorn.logging.AccessFormatter", "fmt": ACCESS_FMT},
+        "plain": {"format": "%(message)s"},
+    },
+    "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default", "stream": sys.stderr}},
+    "loggers": {"uvicorn": {"handlers": ["default"]}},
+}
+
+UVICORN_INI = """\
+[formatters]
+keys=default
+
+[formatter_default]
+class = uvicorn.logging.DefaultFormatter
+format=%(levelprefix)s %(message)s
+"""
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
+    # What logging.config would be given, without reconfiguring this process's logging.
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: calls.append((config, {})))
+    monkeypatch.setattr(logging.config, "fileConfig", lambda fname, **kw: calls.append((fname, kw)))
+    return calls
+
+
+def without_uvicorn(monkeypatch: pytest.MonkeyPatch, importable: bool = False) -> None:
+    monkeypatch.setattr(pounce.logging, "_uvicorn_importable", lambda: importable)
+
+
+def test_uvicorn_class_names_resolve_to_pounce_without_uvicorn(
+    monkeypatch: pytest.MonkeyPatch, captured: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    without_uvicorn(monkeypatch)
+    pounce.logging.dict_config(UVICORN_STYLE)
+    [(config, _)] = captured
+    assert config["formatters"]["default"]["()"] == "pounce.logging.DefaultFormatter"
+    assert config["formatters"]["access"]["class"] == "pounce.logging.AccessFormatter"
+    # Only the dicts on the way to a name are copies: the caller's config is unchanged, the rest is shared.
+    assert UVICORN_STYLE["formatters"]["default"]["()"] == "uvicorn.logging.DefaultFormatter"  # type: ignore[index]
+    assert config["handlers"] is UVICORN_STYLE["handlers"]
+    assert config["formatters"]["plain"] is UVICORN_STYLE["formatters"]["plain"]  # type: ignore[index]
+    configurator = logging.config.DictConfigurator({"version": 1})
+    assert isinstance(configurator.configure_formatter(dict(config["formatters"]["default"])), DefaultFormatter)
+
+
+def test_uvicorn_class_names_are_kept_where_uvicorn_imports(
+    monkeypatch: pytest.MonkeyPatch, captured: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    without_uvicorn(monkeypatch, importable=True)
+    pounce.logging.dict_config(UVICORN_STYLE)
+    assert captured == [(UVICORN_STYLE, {})]
+
+
+def test_a_config_without_uvicorn_names_is_passed_on_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, captured: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    def must_not_look(): raise AssertionError("looked for uvicorn")  # fmt: skip
+    monkeypatch.setattr(pounce.logging, "_uvicorn_importable", must_not_look)
+    config = {"version": 1, "formatters": {"x": {"()": "pounce.logging.DefaultFormatter"}}}
+    pounce.logging.dict_config(config)
+    assert captured[0][0] is config
+
+
+def test_file_config_is_called_as_given_when_nothing_is_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    # As Uvicorn's own tests check: fileConfig(config_file, disable_existing_loggers=False), the same object.
+    without_uvicorn(monkeypatch, importable=True)
+    ini = tmp_path / "log.ini"
+    ini.write_text(UVICORN_INI)
+    stream = io.StringIO(UVICORN_INI)
+    parser = configparser.ConfigParser()
+    invalid = io.StringIO("not an ini")  # left for fileConfig to reject, in its words
+    for source in (str(ini), "missing.ini", stream, parser, invalid):
+        pounce.logging.file_config(source, disable_existing_loggers=False)
+    assert [c[0] for c in captured] == [str(ini), "missing.ini", stream, parser, invalid]
+    assert all(kw == {"disable_existing_loggers": False} for _, kw in captured)
+    assert stream.tell() == 0  # rewound for fileConfig
+
+
+@pytest.mark.parametrize("kind", ["path", "stream", "parser"])
+def test_file_config_renames_uvicorn_classes_without_uvicorn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured: list[tuple[Any, dict[str, Any]]], kind: str
+) -> None:
+    without_uvicorn(monkeypatch)
+    ini = tmp_path / "log.ini"
+    ini.write_text(UVICORN_INI)
+    given: Any = {"path": str(ini), "stream": io.StringIO(UVICORN_INI), "parser": configparser.ConfigParser()}[kind]
+    if kind == "parser":
+        given.read_string(UVICORN_INI)
+    pounce.logging.file_config(given, disable_existing_loggers=False)
+    [(parser, kw)] = captured
+    assert isinstance(parser, configparser.RawConfigParser) and kw == {"disable_existing_loggers": False}
+    assert parser.get("formatter_default", "class") == "pounce.logging.DefaultFormatter"
+    assert parser.get("formatter_default", "format", raw=True) == "%(levelprefix)s %(message)s"
+
+
+def test_file_config_errors_are_fileconfigs_own() -> None:
+    # Whatever this Python's fileConfig raises for a missing file (FileNotFoundError since 3.11.4 and 3.12,
+    # a KeyError before), before it changes any logging.
+    with pytest.raises(Exception) as stdlib:
+        logging.config.fileConfig("missing.ini")
+    with pytest.raises(type(stdlib.value)) as ours:
+        pounce.logging.file_config("missing.ini")
+    assert str(ours.value) == str(stdlib.value)
