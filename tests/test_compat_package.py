@@ -129,12 +129,43 @@ def test_python_dash_m_uvicorn_runs_pounce_cli() -> None:
         [sys.executable, "-m", "uvicorn", "--version"], capture_output=True, text=True, env=env, timeout=30
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("Running pounce ")
     bad = subprocess.run(
         [sys.executable, "-m", "uvicorn", "--no-such-flag"], capture_output=True, text=True, env=env, timeout=30
     )
     assert bad.returncode == 2
     assert "No such option" in bad.stderr
+
+
+def test_uvicorn_version_line_is_uvicorns_naming_uvicorn_version() -> None:
+    # Tools parse Uvicorn's "Running uvicorn %s with %s %s on %s"; the words after it say it is Pounce.
+    out = ok(
+        """
+        import platform, click.testing, uvicorn, pounce
+        from pounce.main import gil_state
+        result = click.testing.CliRunner().invoke(uvicorn.main, ["--version"])
+        assert result.exit_code == 0, result.output
+        uvicorn_line = "Running uvicorn %s with %s %s on %s" % (
+            uvicorn.__version__, platform.python_implementation(), platform.python_version(), platform.system())
+        assert result.output == f"{uvicorn_line} (Pounce {pounce.__version__}, {gil_state()})\\n", result.output
+        print(uvicorn.__version__)
+        """
+    )
+    assert out == "0.54.0\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(COMPAT), str(REPO)])}
+    for module, first_words in (("uvicorn", "Running uvicorn 0.54.0 with "), ("pounce", "Running pounce ")):
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, env=env, timeout=30
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(first_words), proc.stdout
+
+
+def test_conformance_venv_requirements_expand_the_renamed_extras() -> None:
+    # The fallback install of conformance's venv reads Pounce's extras, which name `pounce-asgi[...]`.
+    requirements = environment.pounce_requirements((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    names = {req.split(">")[0].split(";")[0].strip() for req in requirements}
+    assert {"click", "h11", "h2", "wsproto", "truststore"} <= names
+    assert not [req for req in requirements if "pounce" in req.lower()], requirements
 
 
 def test_serves_http_through_the_uvicorn_api() -> None:

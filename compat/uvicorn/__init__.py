@@ -7,7 +7,7 @@ This package lets code and tooling written for Uvicorn run on Pounce unchanged: 
 
 from __future__ import annotations
 
-from uvicorn._pounce_compat import check_no_real_uvicorn, install_finder
+from uvicorn._pounce_compat import check_no_real_uvicorn, install_finder, install_version_line
 
 check_no_real_uvicorn()
 install_finder()
@@ -30,5 +30,8 @@ from pounce.server import Server  # noqa: E402
 # `uvicorn.__version__` compare against Uvicorn's numbering, not Pounce's.
 __version__ = "0.54.0"
 __pounce_version__: str = _pounce.__version__
+
+# `uvicorn --version` names that version in Uvicorn's words (and says it is Pounce).
+install_version_line(main)
 
 __all__ = ["Config", "Server", "main", "run"]

@@ -18,10 +18,13 @@ import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import platform
 import sys
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import click
 
 UVICORN = "uvicorn"
 POUNCE = "pounce"
@@ -171,6 +174,41 @@ class UvicornAliasFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = UvicornAliasFinder()
+
+
+def version_line(uvicorn_version: str) -> str:
+    """``uvicorn --version``: Uvicorn's own line, naming ``uvicorn.__version__``, then that it is Pounce.
+
+    Tools parse Uvicorn's ``Running uvicorn %s with %s %s on %s``, so those words come first, unchanged; what
+    really runs follows in parentheses.  ``pounce --version`` keeps Pounce's own line.
+    """
+    from pounce import __version__ as pounce_version
+    from pounce.main import gil_state
+
+    return (
+        f"Running uvicorn {uvicorn_version} with {platform.python_implementation()} "
+        f"{platform.python_version()} on {platform.system()} (Pounce {pounce_version}, {gil_state()})"
+    )
+
+
+def _print_uvicorn_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    # Read at call time: the version `uvicorn.__version__` reports, even if something changed it.
+    click.echo(version_line(importlib.import_module(UVICORN).__version__))
+    ctx.exit()
+
+
+def install_version_line(command: click.Command) -> None:
+    """Make the CLI's ``--version`` print :func:`version_line`.
+
+    ``uvicorn.main.main`` *is* Pounce's click command (one object, so patches reach what runs), so its
+    ``--version`` callback is swapped in place; that happens only once ``uvicorn`` is imported, which a plain
+    ``pounce`` command never does.
+    """
+    for param in command.params:
+        if param.name == "version":
+            param.callback = _print_uvicorn_version
 
 
 def install_finder() -> None:
