@@ -27,7 +27,7 @@ from typing import IO, Any, Literal
 
 from pounce._types import ASGIApplication
 from pounce.importer import ImportFromStringError, import_from_string
-from pounce.logging import TRACE_LOG_LEVEL
+from pounce.logging import TRACE_LOG_LEVEL, dict_config, file_config
 from pounce.middleware.asgi2 import ASGI2Middleware
 from pounce.middleware.message_logger import MessageLoggerMiddleware
 from pounce.middleware.proxy_headers import ServerProxyHeaders
@@ -543,20 +543,20 @@ class Config:
                 if self.log_config is LOGGING_CONFIG and custom_format:
                     logging.config.dictConfig(self._default_logging_config())
                 else:
-                    logging.config.dictConfig(self.log_config)
+                    dict_config(self.log_config)
             elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
                 with open(self.log_config) as file:
-                    logging.config.dictConfig(json.load(file))
+                    dict_config(json.load(file))
             elif isinstance(self.log_config, str) and self.log_config.endswith((".yaml", ".yml")):
                 try:
                     import yaml
                 except ImportError as exc:
                     raise ImportError("Install the PyYAML package to use `--log-config` with YAML files.") from exc
                 with open(self.log_config) as file:
-                    logging.config.dictConfig(yaml.safe_load(file))
+                    dict_config(yaml.safe_load(file))
             else:
                 # See the note about fileConfig() in the logging.config documentation.
-                logging.config.fileConfig(self.log_config, disable_existing_loggers=False)
+                file_config(self.log_config, disable_existing_loggers=False)
 
         if self.log_level is not None:
             if isinstance(self.log_level, str):

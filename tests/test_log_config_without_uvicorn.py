@@ -203,11 +203,6 @@ def test_the_callers_dict_is_left_as_it_was(bare_python: Path, tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs pounce/config.py's configure_logging to apply --log-config through pounce.logging.dict_config "
-    "and file_config (owned by another change); remove this marker with that change",
-)
 @pytest.mark.parametrize("suffix", [".json", ".yaml", ".ini"])
 def test_pounce_cli_serves_with_a_uvicorn_log_config(bare_python: Path, tmp_path: Path, suffix: str) -> None:
     write_configs(tmp_path)
