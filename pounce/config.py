@@ -606,7 +606,7 @@ class Config:
         import importlib.util
 
         if importlib.util.find_spec("h2") is None:
-            raise ConfigError("--http2 needs the h2 package: pip install 'pounce[h2]'")
+            raise ConfigError("--http2 needs the h2 package: pip install 'pounce-asgi[h2]'")
         from pounce.protocols.http.negotiate import http2_variant
 
         variant = http2_variant(protocol_class)

@@ -149,7 +149,7 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     "--http2",
     is_flag=True,
     default=False,
-    help="Enable HTTP/2 support (TLS: ALPN h2; cleartext: prior knowledge), next to HTTP/1.1. Needs pounce[h2].",
+    help="Enable HTTP/2 support (TLS: ALPN h2; cleartext: prior knowledge), next to HTTP/1.1. Needs pounce-asgi[h2].",
     show_default=True,
 )
 @click.option(
@@ -233,13 +233,13 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     type=str,
     default=None,
     metavar="HOST:PORT",
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own. Needs pounce[metrics].",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own. Needs pounce-asgi[metrics].",
 )
 @click.option(
     "--otel",
     is_flag=True,
     default=False,
-    help="OpenTelemetry: a server span per request; exporter from OTEL_TRACES_EXPORTER etc. Needs pounce[otel].",
+    help="OpenTelemetry: a server span per request; exporter from OTEL_TRACES_EXPORTER etc. Needs pounce-asgi[otel].",
 )
 @click.option(
     "--server-timing",
@@ -481,7 +481,7 @@ def _check_combinations(options: dict[str, Any]) -> None:
         import importlib.util
 
         if importlib.util.find_spec("h2") is None:
-            raise click.UsageError("--http2 needs the h2 package: pip install 'pounce[h2]'")
+            raise click.UsageError("--http2 needs the h2 package: pip install 'pounce-asgi[h2]'")
     if options["uds"] is not None and options["fd"] is not None:
         raise click.UsageError("--uds and --fd both choose the listening socket; give one of them.")
     if options["ssl_keyfile"] and not options["ssl_certfile"]:

@@ -609,7 +609,7 @@ def test_http2_without_h2_installed_is_a_clear_error(monkeypatch: pytest.MonkeyP
         Config(app=echo_info, http2=True).load()
     result = CliRunner().invoke(main, ["tests.apps.basic:hello", "--http2"])
     assert result.exit_code == 2
-    assert "pip install 'pounce[h2]'" in result.output
+    assert "pip install 'pounce-asgi[h2]'" in result.output
 
 
 def test_cli_http2_end_to_end() -> None:

@@ -62,7 +62,7 @@ def test_handshake_without_websocket_support_gets_a_clear_400(http: str) -> None
             sock.sendall(HANDSHAKE)
             response = read_response(sock)
         assert response.status == 400
-        assert b"pip install 'pounce[ws]'" in response.body
+        assert b"pip install 'pounce-asgi[ws]'" in response.body
         assert response.header(b"connection") == b"close"
     finally:
         proc.terminate()

@@ -4,8 +4,8 @@
 * ``pounce.observability.bus`` -- ``EventBus`` (one per worker event loop) and ``EventSource``, what
   ``scope["extensions"]["pounce.events"]`` holds;
 * ``pounce.observability.access`` -- ``--access-log-format`` and the access-log subscriber;
-* ``pounce.observability.metrics`` -- ``--metrics`` (extra ``pounce[metrics]``);
-* ``pounce.observability.tracing`` -- ``--otel`` (extra ``pounce[otel]``);
+* ``pounce.observability.metrics`` -- ``--metrics`` (extra ``pounce-asgi[metrics]``);
+* ``pounce.observability.tracing`` -- ``--otel`` (extra ``pounce-asgi[otel]``);
 * ``pounce.observability.timing`` -- ``--server-timing``;
 * ``pounce.observability.runtime`` -- who owns what per worker mode.
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics from the event stream: ``--metrics HOST:PORT`` (extra ``pounce[metrics]``).
+"""Prometheus metrics from the event stream: ``--metrics HOST:PORT`` (extra ``pounce-asgi[metrics]``).
 
 ``PrometheusMetrics`` is an event handler that turns events into prometheus-client metrics;
 ``MetricsEndpoint`` serves ``/metrics`` (prometheus-client's own exposition, text or OpenMetrics
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 RESTART_REASONS = frozenset(("restart", "recycle", "replace"))
-INSTALL_HINT = "--metrics needs prometheus-client: pip install 'pounce[metrics]'"
+INSTALL_HINT = "--metrics needs prometheus-client: pip install 'pounce-asgi[metrics]'"
 
 
 def parse_address(text: str) -> tuple[str, int]:

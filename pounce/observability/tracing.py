@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing: ``--otel`` (extra ``pounce[otel]``), one SERVER span per request.
+"""OpenTelemetry tracing: ``--otel`` (extra ``pounce-asgi[otel]``), one SERVER span per request.
 
 The request cycle calls two functions around the app, in the task that runs it::
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("uvicorn.error")
 
-INSTALL_HINT = "--otel needs OpenTelemetry: pip install 'pounce[otel]'"
+INSTALL_HINT = "--otel needs OpenTelemetry: pip install 'pounce-asgi[otel]'"
 KNOWN_METHODS = frozenset(("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"))
 INSTRUMENTATION_NAME = "pounce"
 # The longest a stopping server waits for its last spans to be exported.

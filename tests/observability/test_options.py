@@ -55,9 +55,9 @@ def test_cli_bad_log_options_exit_2(args: list[str]) -> None:
 def test_missing_extras_are_usage_errors() -> None:
     with mock.patch("pounce.observability.tracing.available", return_value=False):
         result = CliRunner().invoke(main, ["tests.observability.apps:app", "--otel"])
-        assert result.exit_code == 2 and "pounce[otel]" in result.output
+        assert result.exit_code == 2 and "pounce-asgi[otel]" in result.output
     with mock.patch("pounce.observability.metrics.available", return_value=False):
-        with pytest.raises(ConfigError, match=re.escape("pounce[metrics]")):
+        with pytest.raises(ConfigError, match=re.escape("pounce-asgi[metrics]")):
             Config(app, metrics="127.0.0.1:9100")
 
 

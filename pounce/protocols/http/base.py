@@ -28,10 +28,10 @@ from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from pounce.server import ServerState
 
 NO_WS_LIBRARY_MESSAGE = (
-    "No supported WebSocket library detected. Please use \"pip install 'pounce[ws]'\", or install 'wsproto' manually."
+    "No supported WebSocket library detected. Please use \"pip install 'pounce-asgi[ws]'\", or install 'wsproto' manually."
 )
 INVALID_REQUEST = "Invalid HTTP request received."
-WS_NOT_INSTALLED = "WebSocket support is not installed on this server (pip install 'pounce[ws]')."
+WS_NOT_INSTALLED = "WebSocket support is not installed on this server (pip install 'pounce-asgi[ws]')."
 
 
 @functools.lru_cache(maxsize=None)

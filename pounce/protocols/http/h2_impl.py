@@ -1,4 +1,4 @@
-"""HTTP/2 through the ``h2`` library (``--http2``, extra ``pounce[h2]``).
+"""HTTP/2 through the ``h2`` library (``--http2``, extra ``pounce-asgi[h2]``).
 
 One ``H2Protocol`` serves one connection; each stream is a ``RequestResponseCycle`` (``H2Cycle``), so
 the ASGI side (message validation, 500 before the response starts, access log, disconnects) is the
