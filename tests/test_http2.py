@@ -605,7 +605,7 @@ def test_http2_without_h2_installed_is_a_clear_error(monkeypatch: pytest.MonkeyP
     real_find_spec = importlib.util.find_spec
     # Uninstalling h2 is not possible here; only the lookup for it is made to fail.
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "h2" else real_find_spec(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'pounce\[h2\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'pounce-asgi\[h2\]'"):
         Config(app=echo_info, http2=True).load()
     result = CliRunner().invoke(main, ["tests.apps.basic:hello", "--http2"])
     assert result.exit_code == 2
