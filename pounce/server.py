@@ -48,6 +48,10 @@ HANDLED_SIGNALS = (
 
 logger = logging.getLogger("uvicorn.error")
 
+# How long cancelled app tasks (forced quit, graceful-shutdown timeout) get to answer before their
+# connections are closed.
+CANCELLED_TASKS_GRACE = 1.0
+
 # The configuration of the server running the current task; lets an app (the demo, diagnostics)
 # show what it is served with. Tasks inherit it from the server's loop context.
 current_server_config: contextvars.ContextVar[ServerConfig | None] = contextvars.ContextVar(
@@ -421,9 +425,12 @@ class Server:
                 "Cancel %s running task(s), timeout graceful shutdown exceeded",
                 len(self.server_state.tasks),
             )
-            for task in self.server_state.tasks:
-                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
-            await asyncio.sleep(0)  # let the cancelled requests answer and close
+            await self._cancel_tasks("Task cancelled, timeout graceful shutdown exceeded")
+        else:
+            if self.force_exit:
+                # As Uvicorn: a forced quit cancels what is in flight, and a request whose response
+                # had not started is answered 500 (and logged) rather than dropped without a reply.
+                await self._cancel_tasks(None)
 
         # Whatever is still open now (a forced quit, the graceful timeout, a peer that ignores our
         # close handshake) is closed here: once this loop stops, nobody would ever close it, and its
@@ -436,6 +443,17 @@ class Server:
 
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    async def _cancel_tasks(self, msg: str | None) -> None:
+        """Cancel the running app tasks and give them a moment to answer (500, or closing a response
+        cut short) before their connections are closed."""
+        tasks = list(self.server_state.tasks)
+        for task in tasks:
+            task.cancel(msg=msg)
+        if tasks:
+            # Bounded: an app that goes on after its cancellation must not hold the forced quit up.
+            await asyncio.wait(tasks, timeout=CANCELLED_TASKS_GRACE)
+        await asyncio.sleep(0)  # what the answers scheduled (an HTTP/2 connection's flush) goes out
 
     def _shutdown_connections(self) -> None:
         # Connections accepted just before the listeners closed reach connection_made a few loop turns
