@@ -34,6 +34,7 @@ from pounce.middleware.proxy_headers import ServerProxyHeaders
 from pounce.middleware.wsgi import WSGIMiddleware
 from pounce.observability.access import AccessLogFormat
 from pounce.observability.bus import EventHandler, check_handler
+from pounce.protocols.http3.options import HTTP3Options
 
 HTTPProtocolType = Literal["auto", "fast", "h11", "httptools", "zttp"]
 WSProtocolType = Literal["auto", "none", "wsproto", "websockets", "websockets-sansio"]
@@ -190,6 +191,7 @@ class ServerConfig:
     metrics_address: tuple[str, int] | None = None
     otel: bool = False
     server_timing: bool = False
+    http3: HTTP3Options | None = None  # --http3 (None: off)
 
 
 def create_ssl_context(
@@ -324,6 +326,11 @@ class Config:
         metrics: str | None = None,
         otel: bool = False,
         server_timing: bool = False,
+        http3: bool = False,
+        http3_port: int | None = None,
+        http3_backend: str = "auto",
+        http3_0rtt: bool = False,
+        http3_retry: bool = False,
     ):
         self.app = app
         self.host = host
@@ -390,6 +397,12 @@ class Config:
         self.metrics = metrics
         self.otel = otel
         self.server_timing = server_timing
+        # --http3: HTTP/3 over QUIC on UDP, next to the TLS listener (pounce/protocols/http3/).
+        self.http3 = http3
+        self.http3_port = http3_port
+        self.http3_backend = http3_backend
+        self.http3_0rtt = http3_0rtt
+        self.http3_retry = http3_retry
         self._check_observability()
 
         self.loaded = False
@@ -780,7 +793,22 @@ class Config:
             metrics_address=self.metrics_address,
             otel=self.otel,
             server_timing=self.server_timing,
+            http3=self._resolve_http3(),
         )
+
+    def _resolve_http3(self) -> HTTP3Options | None:
+        if not self.http3:
+            return None
+        from pounce.protocols.http3.options import http3_problem, resolve_http3
+
+        problem = http3_problem(self.http3_backend, self.ssl_certfile, self.ssl_keyfile)
+        if problem is not None:
+            raise ConfigError(problem)
+        assert self.ssl_certfile is not None and self.ssl_keyfile is not None
+        return resolve_http3(
+            self.http3_port, self.http3_0rtt, self.http3_retry, self.ssl_certfile, self.ssl_keyfile, self.ssl_keyfile_password
+        )
+
 
     def setup_event_loop(self) -> None:
         raise AttributeError(

@@ -153,6 +153,34 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     show_default=True,
 )
 @click.option(
+    "--http3",
+    is_flag=True,
+    default=False,
+    help="Serve HTTP/3 over QUIC on UDP next to the TLS listener; TCP responses announce it (Alt-Svc). "
+    "Needs --ssl-certfile, --ssl-keyfile and pounce-asgi[h3].",
+)
+@click.option("--http3-port", type=int, default=None, help="UDP port for HTTP/3.  [default: the TLS port]")
+@click.option(
+    "--http3-backend",
+    type=click.Choice(["auto", "aioquic", "zoomies"]),
+    default="auto",
+    help="QUIC library behind HTTP/3; 'auto' is aioquic.",
+    show_default=True,
+)
+@click.option(
+    "--http3-0rtt",
+    "http3_0rtt",
+    is_flag=True,
+    default=False,
+    help="Accept 0-RTT early data on resumed HTTP/3 connections (replayable: only for idempotent apps).",
+)
+@click.option(
+    "--http3-retry",
+    is_flag=True,
+    default=False,
+    help="Validate client addresses with a QUIC Retry before the handshake (one more round trip).",
+)
+@click.option(
     "--ws",
     type=str,
     metavar="[auto|none|wsproto]",
@@ -482,6 +510,12 @@ def _check_combinations(options: dict[str, Any]) -> None:
 
         if importlib.util.find_spec("h2") is None:
             raise click.UsageError("--http2 needs the h2 package: pip install 'pounce-asgi[h2]'")
+    if options["http3"]:
+        from pounce.protocols.http3.options import http3_problem
+
+        problem = http3_problem(options["http3_backend"], options["ssl_certfile"], options["ssl_keyfile"])
+        if problem is not None:
+            raise click.UsageError(problem)
     if options["uds"] is not None and options["fd"] is not None:
         raise click.UsageError("--uds and --fd both choose the listening socket; give one of them.")
     if options["ssl_keyfile"] and not options["ssl_certfile"]:
@@ -587,6 +621,11 @@ def run(
     metrics: str | None = None,
     otel: bool = False,
     server_timing: bool = False,
+    http3: bool = False,
+    http3_port: int | None = None,
+    http3_backend: str = "auto",
+    http3_0rtt: bool = False,
+    http3_retry: bool = False,
 ) -> None:
     if app_dir is not None:
         sys.path.insert(0, app_dir)
@@ -658,6 +697,11 @@ def run(
         metrics=metrics,
         otel=otel,
         server_timing=server_timing,
+        http3=http3,
+        http3_port=http3_port,
+        http3_backend=http3_backend,
+        http3_0rtt=http3_0rtt,
+        http3_retry=http3_retry,
     )
 
     # Threads share the app object; a reloader or worker processes must import it themselves.

@@ -156,6 +156,9 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self._captured_signals: list[int] = []
         self._told_to_shut_down: set[Any] = set()
+        # --http3: the UDP endpoint (pounce/protocols/http3/), and the Alt-Svc header announcing it.
+        self.http3: Any = None
+        self._extra_headers: list[tuple[bytes, bytes]] = []
 
     @functools.cached_property
     def limit_max_requests(self) -> int | None:
@@ -319,6 +322,8 @@ class Server:
             listeners = server.sockets
             self.servers = [server]
 
+        if cfg.http3 is not None:
+            await self._start_http3(listeners, shared=sockets is not None)
         if sockets is None:
             self._log_started_message(listeners)
         self.started = True
@@ -329,6 +334,20 @@ class Server:
                     time=time.monotonic(), worker_id=events.worker_id, addresses=addresses_of(listeners, cfg.ssl is not None)
                 )
             )
+
+    async def _start_http3(self, listeners: Sequence[socket.SocketType], shared: bool) -> None:
+        from pounce.protocols.http3.options import alt_svc
+        from pounce.protocols.http3.serve import start_http3
+
+        try:
+            self.http3 = await start_http3(self.config, self.server_state, self.lifespan.state, listeners, shared)
+        except OSError as exc:
+            logger.error("HTTP/3: %s", exc)
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
+        # Through the default headers: every TCP response carries it at no cost per request.
+        self._extra_headers = [alt_svc(self.http3.port)]
+        self._refresh_default_headers(time.time())
 
     def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
         cfg = self.config.server_config
@@ -359,7 +378,7 @@ class Server:
             should_exit = await self.on_tick(counter)
 
     def _refresh_default_headers(self, now: float) -> None:
-        headers = list(self.config.encoded_headers)
+        headers = list(self.config.encoded_headers) + self._extra_headers
         if self.config.date_header:
             headers.insert(0, (b"date", formatdate(now, usegmt=True).encode()))
         self.server_state.default_headers = headers
@@ -413,6 +432,8 @@ class Server:
             server.close()
         for sock in sockets or []:
             sock.close()
+        if self.http3 is not None:
+            self.http3.stop_accepting()  # its connections get GOAWAY below; the socket stays for them
 
         # Ask every connection to finish its current request and close.
         self._shutdown_connections()
@@ -440,6 +461,8 @@ class Server:
             if transport is not None and not transport.is_closing():
                 transport.close()
         await asyncio.sleep(0)
+        if self.http3 is not None:
+            await self.http3.close()
 
         if not self.force_exit:
             await self.lifespan.shutdown()
