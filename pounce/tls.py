@@ -17,11 +17,13 @@ once at startup the same way.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import sys
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Union
+from typing import Any, Union
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -70,7 +72,8 @@ def _password_callback(password: str | None) -> Callable[[], str]:
 
 def _load_cert_chain(
     ctx: ssl.SSLContext, certfile: StrPath, keyfile: StrPath | None, password: str | None
-) -> None:
+) -> bytes:
+    """Load the certificate chain and key; returns the certificate file's PEM."""
     cert_name = os.fspath(certfile)
     cert_pem = _read("SSL certificate file", certfile)
     if _CERT_MARKER not in cert_pem:
@@ -101,6 +104,7 @@ def _load_cert_chain(
         raise TLSConfigError(
             f"SSL certificate or key could not be loaded ({exc}): certificate {cert_name!r}, key {key_name!r}"
         ) from None
+    return cert_pem
 
 
 def _load_ca_certs(ctx: ssl.SSLContext, ca_certs: StrPath) -> None:
@@ -189,7 +193,8 @@ def create_ssl_context(
     if getattr(ctx, "check_hostname", False):
         # PROTOCOL_TLS_CLIENT turns this on; a server has no hostname to check its clients against.
         ctx.check_hostname = False
-    _load_cert_chain(ctx, certfile, keyfile, password)
+    cert_pem = _load_cert_chain(ctx, certfile, keyfile, password)
+    _SERVER_CERTS[ctx] = _first_certificate(cert_pem)
     ctx.verify_mode = verify_mode
     if ca_certs:
         _load_ca_certs(ctx, ca_certs)
@@ -204,4 +209,94 @@ def create_ssl_context(
     return ctx
 
 
-__all__ = ["DEFAULT_ALPN_PROTOCOLS", "TLSConfigError", "create_ssl_context"]
+# The ASGI TLS extension (asgiref specs/tls.rst): what scope["extensions"]["tls"] holds.
+# The certificate each context built here presents: Python's ssl module cannot tell a server its own.
+_SERVER_CERTS: weakref.WeakKeyDictionary[ssl.SSLContext, str | None] = weakref.WeakKeyDictionary()
+# Cipher suite numbers (IANA, two bytes) by OpenSSL name, per context: OpenSSL's ids end in them.
+_CIPHER_IDS: weakref.WeakKeyDictionary[ssl.SSLContext, dict[str, int]] = weakref.WeakKeyDictionary()
+_TLS_VERSIONS = {"SSLv3": 0x0300, "TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+# RFC 4514 §3: the attribute types written by short name; others keep the name OpenSSL gives them.
+_RDN_NAMES = {
+    "commonName": "CN",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def _first_certificate(pem: bytes) -> str | None:
+    start = pem.find(_CERT_MARKER)
+    end = pem.find(b"-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        return None
+    try:
+        return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(pem[start : end + 25].decode("ascii")))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any]:
+    """The ``tls`` extension's dict for a TLS connection (the handshake is done when it is asked)."""
+    ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+    context: ssl.SSLContext | None = transport.get_extra_info("sslcontext")
+    info: dict[str, Any] = {
+        "server_cert": _SERVER_CERTS.get(context) if context is not None else None,
+        "client_cert_chain": [],
+        "client_cert_name": None,
+        # A certificate that fails verification fails the handshake: no request ever sees one.
+        "client_cert_error": None,
+        "tls_version": None,
+        "cipher_suite": None,
+    }
+    if ssl_object is None:
+        return info
+    info["tls_version"] = _TLS_VERSIONS.get(ssl_object.version() or "")
+    cipher = ssl_object.cipher()
+    if cipher is not None and context is not None:
+        info["cipher_suite"] = _cipher_ids(context).get(cipher[0])
+    leaf = ssl_object.getpeercert(binary_form=True)
+    if leaf:
+        chain = [leaf]
+        # Python 3.13+ also tells the certificates the client sent along with its own.
+        unverified = getattr(ssl_object, "get_unverified_chain", None)
+        if unverified is not None:
+            sent = [bytes(cert) for cert in unverified() or ()]
+            chain = sent if sent and sent[0] == leaf else [leaf, *sent]
+        info["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der) for der in chain]
+        subject = (ssl_object.getpeercert() or {}).get("subject")  # only for a verified certificate
+        if isinstance(subject, tuple) and subject:
+            info["client_cert_name"] = rfc4514_name(subject)  # type: ignore[arg-type]  # typeshed's union
+    return info
+
+
+def _cipher_ids(context: ssl.SSLContext) -> dict[str, int]:
+    ids = _CIPHER_IDS.get(context)
+    if ids is None:
+        ids = _CIPHER_IDS[context] = {cipher["name"]: cipher["id"] & 0xFFFF for cipher in context.get_ciphers()}
+    return ids
+
+
+def rfc4514_name(subject: Sequence[Sequence[tuple[str, str]]]) -> str:
+    """A distinguished name as ``SSLObject.getpeercert()`` gives it (RDNs from the root down) in
+    RFC 4514 form: the last RDN first, multi-valued RDNs joined by "+", special characters escaped."""
+    return ",".join(
+        "+".join(f"{_RDN_NAMES.get(name, name)}={_rfc4514_escape(value)}" for name, value in rdn)
+        for rdn in reversed(subject)
+    )
+
+
+def _rfc4514_escape(value: str) -> str:
+    escaped = "".join("\\" + char if char in '"+,;<>\\' else "\\00" if char == "\0" else char for char in value)
+    if value[:1] in ("#", " "):
+        escaped = "\\" + escaped
+    if len(value) > 1 and value.endswith(" "):
+        escaped = escaped[:-1] + "\\ "
+    return escaped
+
+
+__all__ = ["DEFAULT_ALPN_PROTOCOLS", "TLSConfigError", "create_ssl_context", "rfc4514_name", "tls_extension"]

@@ -22,9 +22,10 @@ from pounce.observability import hooks
 from pounce.observability.bus import EXTENSION_KEY
 from pounce.observability.events import ProtocolName
 from pounce.observability.request import RequestObserver
-from pounce.protocols.http.cycle import RequestResponseCycle
+from pounce.protocols.http.cycle import EARLY_HINT, PATHSEND, TRAILERS, RequestResponseCycle
 from pounce.protocols.http.flow_control import FlowControl, service_unavailable
 from pounce.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from pounce.tls import tls_extension
 from pounce.server import ServerState
 
 NO_WS_LIBRARY_MESSAGE = (
@@ -57,6 +58,10 @@ class BaseHTTPProtocol(asyncio.Protocol):
     # The connection's id in events: 0 until events need one; reported opened (and so closed) or not.
     connection_id = 0
     _announced = False
+    # scope["extensions"] of this connection's requests (see _offer_extensions).
+    extensions: dict[str, Any]
+    extensions_http11: dict[str, Any]
+    extensions_trailers: dict[str, Any]
 
     def __init__(
         self,
@@ -130,8 +135,20 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
+        self._offer_extensions(transport)
         if self._announce_on_attach:
             self._announce()
+
+    def _offer_extensions(self, transport: asyncio.BaseTransport) -> None:
+        """The ``scope["extensions"]`` dicts of this connection's requests, built once per connection and
+        shared by its scopes (as ``EventBus.scope_extensions`` shares its dict): per HTTP version,
+        since early hints need HTTP/1.1, and with trailers only for a request that accepts them."""
+        extensions: dict[str, Any] = {EXTENSION_KEY: self.server_state.event_bus.source, PATHSEND: {}}
+        if self.scheme == "https":
+            extensions["tls"] = tls_extension(transport)
+        self.extensions = extensions
+        self.extensions_http11 = {**extensions, EARLY_HINT: {}}
+        self.extensions_trailers = {**extensions, EARLY_HINT: {}, TRAILERS: {}}
 
     def _announce(self) -> None:
         """Report the connection opened, if anyone listens (then its close is reported too)."""
@@ -217,9 +234,15 @@ class BaseHTTPProtocol(asyncio.Protocol):
 
     # Requests
     def build_scope(
-        self, method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]]
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        trailers: bool = False,
     ) -> Scope:
-        """The ASGI HTTP connection scope (ASGI HTTP spec 2.4) for one request."""
+        """The ASGI HTTP connection scope (ASGI HTTP spec 2.4) for one request; ``trailers``: an HTTP/1.1
+        request that accepts a trailer section (TE: trailers)."""
         if target[:1] != b"/" and target != b"*":
             # RFC 9112 §3.2.2: absolute-form ("http://host/path?q"); the app sees only path and query.
             scheme_end = target.find(b"://")
@@ -247,8 +270,12 @@ class BaseHTTPProtocol(asyncio.Protocol):
             "query_string": query_string,
             "headers": headers,
             "state": self.app_state.copy(),
-            # Frameworks subscribe to this worker's events through it (pounce/observability/bus.py).
-            "extensions": {EXTENSION_KEY: self.server_state.event_bus.source},
+            # Frameworks subscribe to this worker's events through "pounce.events" (observability/bus.py).
+            "extensions": (
+                self.extensions
+                if http_version != "1.1"
+                else self.extensions_trailers if trailers else self.extensions_http11
+            ),
         }
 
     def _select_app(self) -> ASGI3Application:

@@ -13,14 +13,29 @@ import http
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pounce._types import ASGI3Application, Message, Scope
 from pounce.protocols.http.flow_control import FlowControl
+from pounce.protocols.http.parser import te_accepts_trailers
+from pounce.protocols.http.pathsend import send_path, write_file_in_chunks
 from pounce.protocols.utils import ClientDisconnected
 
 if TYPE_CHECKING:
     from pounce.observability.request import RequestObserver
+
+# ASGI extensions (asgiref docs/extensions.rst) the shared cycle implements; each protocol offers in
+# scope["extensions"] those it can carry, and the cycle accepts an extension's messages only when offered.
+PATHSEND = "http.response.pathsend"
+TRAILERS = "http.response.trailers"
+EARLY_HINT = "http.response.early_hint"
+BODY = "http.response.body"
+# Messages that carry response body: sending one to a client that left raises (ASGI HTTP spec 2.4).
+_BODY_MESSAGES = frozenset((BODY, PATHSEND))
+# Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, connection-specific).
+_NOT_IN_TRAILERS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"content-length", b"host")
+)
 
 # RFC 9110 §5.1/§5.5: names are tokens; values carry no CTL but HTAB (CR/LF would split the response).
 INVALID_HEADER_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
@@ -78,6 +93,14 @@ class RequestResponseCycle:
     _body_deadline = 0.0
     _body_progress = 0
     _body_timed_out = False
+    # The message type taken as body: "http.response.body"; None once the body is done and, as the
+    # response's start said ("trailers": True), trailers are to come. Any other message is an extension's
+    # (pathsend, trailers) or a mistake; see _send_extension.
+    _body_message: str | None = BODY
+    _trailers_expected = False
+    # Whether the trailers go out: the client asked for them (TE: trailers) where the protocol offers them.
+    send_trailers = False
+    _trailers: list[tuple[bytes, bytes]] | None = None
 
     def __init__(
         self,
@@ -171,13 +194,16 @@ class RequestResponseCycle:
 
         message_type = message["type"]
         if self.disconnected:
-            if message_type == "http.response.body":
+            if message_type in _BODY_MESSAGES:
                 # ASGI HTTP spec 2.4: sending on a closed connection raises an OSError subclass.
                 raise ClientDisconnected("The client disconnected before the response was complete.")
             return
 
         if not self.response_started:
             if message_type != "http.response.start":
+                if message_type == EARLY_HINT and EARLY_HINT in self.scope["extensions"]:
+                    self._send_early_hint(message)
+                    return
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
             self.response_started = True
             if self.waiting_for_100_continue:
@@ -189,26 +215,30 @@ class RequestResponseCycle:
 
             status = message["status"]
             headers = message.get("headers", [])
+            if message.get("trailers", False):
+                self._expect_trailers()
             if self.observer is not None:
                 self.observer.response_started(status)
             self.write_response_start(status, headers)
 
         elif not self.response_complete:
-            if message_type != "http.response.body":
-                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
-            body = message.get("body", b"")
-            more_body = message.get("more_body", False)
-            # Framed first: a body that contradicts its Content-Length raises here, and a response
-            # that did not go out complete must not count as complete (its connection is closed).
-            self.write_body(body, more_body)
-            observer = self.observer
-            if observer is not None and self._body_allowed:
-                observer.body_bytes += len(body)
-            if not more_body:
-                self.response_complete = True
-                self.notify()
-                if observer is not None:
-                    observer.response_completed()
+            if message_type != self._body_message:
+                await self._send_extension(message_type, message)
+            else:
+                body = message.get("body", b"")
+                more_body = message.get("more_body", False)
+                if not more_body and self._trailers_expected:
+                    # The body is done; the response ends with the trailers message still to come.
+                    more_body = True
+                    self._body_message = None
+                # Framed first: a body that contradicts its Content-Length raises here, and a response
+                # that did not go out complete must not count as complete (its connection is closed).
+                self.write_body(body, more_body)
+                observer = self.observer
+                if observer is not None and self._body_allowed:
+                    observer.body_bytes += len(body)
+                if not more_body:
+                    self._completed()
 
         else:
             raise RuntimeError(f"Unexpected ASGI message '{message_type}' sent, after response already completed.")
@@ -217,6 +247,56 @@ class RequestResponseCycle:
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
+
+    def _completed(self) -> None:
+        self.response_complete = True
+        self.notify()
+        if self.observer is not None:
+            self.observer.response_completed()
+
+    # Extensions: none of this runs for a response that uses none.
+    def _send_early_hint(self, message: Message) -> None:
+        """``http.response.early_hint``: a 103 with the links as Link fields (RFC 8297)."""
+        links = [(b"link", bytes(link).strip()) for link in message.get("links", [])]
+        for _, value in links:
+            if INVALID_HEADER_VALUE.search(value):
+                raise RuntimeError("Invalid HTTP header value in early hint links.")
+        if links:
+            self.write_informational(103, links)
+
+    def _expect_trailers(self) -> None:
+        self._trailers_expected = True
+        # The ASGI spec: trailers go out only to a client that asked for them ("TE: trailers").
+        self.send_trailers = TRAILERS in self.scope["extensions"] and any(
+            name == b"te" and te_accepts_trailers(value) for name, value in self.scope["headers"]
+        )
+
+    async def _send_extension(self, message_type: str, message: Message) -> None:
+        """A message other than the body message the response takes next: an extension's, or a mistake."""
+        if message_type == TRAILERS and self._body_message is None:
+            trailers = self._trailers if self._trailers is not None else []
+            for name, value in message.get("headers", []):
+                lname = name.lower()
+                if lname.startswith(b":"):
+                    raise RuntimeError("Pseudo headers are not allowed in HTTP response trailers")
+                if INVALID_HEADER_NAME.search(lname) or INVALID_HEADER_VALUE.search(value):
+                    raise RuntimeError("Invalid HTTP header in response trailers.")
+                if self.send_trailers and lname not in _NOT_IN_TRAILERS:
+                    trailers.append((lname, value))
+            self._trailers = trailers
+            if not message.get("more_trailers", False):
+                self.write_trailers(trailers)
+                self._completed()
+        elif message_type == PATHSEND and self._body_message == BODY and PATHSEND in self.scope["extensions"]:
+            await send_path(self, message.get("path"))
+            # The file was the whole body: the response ends here, or with its trailers.
+            if self._trailers_expected:
+                self._body_message = None
+            else:
+                self.write_body(b"", False)
+                self._completed()
+        else:
+            raise RuntimeError(f"Expected ASGI message '{self._body_message or TRAILERS}', but got '{message_type}'.")
 
     async def receive(self) -> Message:
         if self.waiting_for_100_continue and not self.transport.is_closing():
@@ -292,6 +372,26 @@ class RequestResponseCycle:
 
     def write_body(self, body: bytes, more_body: bool) -> None:
         raise NotImplementedError  # pragma: no cover
+
+    # Hooks of the extensions, with what a protocol that has nothing better does.
+    def write_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """An interim (1xx) response before the final one: early hints."""
+        raise NotImplementedError  # pragma: no cover
+
+    def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """End the response with ``trailers`` (empty when none go out); a body framed so that no
+        trailer section can follow (Content-Length) just ends."""
+        self.write_body(b"", False)
+
+    def frame_file(self, size: int) -> int:
+        """The body is a file of ``size`` bytes (pathsend): complete the framing, return how much of it
+        to send (nothing where no body goes out; no more than a Content-Length the app declared)."""
+        return size if self._body_allowed else 0
+
+    async def write_file(self, file: BinaryIO, count: int) -> int:
+        """Send ``count`` bytes of ``file`` as body; return how many there were. This default reads it
+        in chunks through ``write_body``, under the same flow control as any body."""
+        return await write_file_in_chunks(self, file, count)
 
 
 def noticed_disconnect(exc: BaseException) -> bool:

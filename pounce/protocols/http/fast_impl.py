@@ -10,7 +10,7 @@ can use a ``Content-Length`` when the whole body is known.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, BinaryIO
 
 from pounce._types import Scope
 from pounce.config import Config
@@ -22,6 +22,7 @@ from pounce.protocols.http.cycle import (
     RequestResponseCycle,
 )
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
+from pounce.protocols.http.pathsend import can_sendfile, write_file_raw
 from pounce.protocols.http.parser import (
     ChunkedReader,
     ContentLengthReader,
@@ -129,13 +130,14 @@ class FastCycle(RequestResponseCycle):
         if len(pending) == 1:
             asyncio.get_running_loop().call_soon(_flush_pending_heads, pending)
 
-    def _frame_head(self, parts: list[bytes], body: bytes, more_body: bool) -> None:
-        """Complete the held-back head now that the first body message shows how to frame it."""
+    def _frame_head(self, parts: list[bytes], length: int | None) -> None:
+        """Complete the held-back head now that the first body message shows how to frame it
+        (``length``: the whole body's, or None while more is to come)."""
         if not self._framed:
-            if not more_body:
+            if length is not None:
                 # The whole body is known: RFC 9112 §6.3 Content-Length framing, no chunking needed.
-                if body or not self.is_head:
-                    parts.append(b"content-length: %d\r\n" % len(body))
+                if length or not self.is_head:
+                    parts.append(b"content-length: %d\r\n" % length)
             elif self.is_head:
                 pass
             elif not self.http10:
@@ -159,14 +161,14 @@ class FastCycle(RequestResponseCycle):
         parts = self._head_parts
         if parts is not None and not self.transport.is_closing():
             self._head_parts = None
-            self._frame_head(parts, b"", True)
+            self._frame_head(parts, None)
             self.transport.write(b"".join(parts))
 
     def write_body(self, body: bytes, more_body: bool) -> None:
         parts = self._head_parts
         if parts is not None:
             self._head_parts = None
-            self._frame_head(parts, body, more_body)
+            self._frame_head(parts, None if more_body else len(body))
         if not self._body_allowed:
             data = b""
         elif self._chunked:
@@ -187,6 +189,44 @@ class FastCycle(RequestResponseCycle):
             self.transport.write(b"".join(parts))
         elif data:
             self.transport.write(data)
+
+    # Extensions (see RequestResponseCycle)
+    def write_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.transport.write(b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]))
+
+    def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if not (trailers and self._chunked and self._body_allowed):
+            self.write_body(b"", False)
+            return
+        # RFC 9112 §7.1.2: the last chunk, then the trailer section.
+        self.transport.write(b"".join([b"0\r\n", *(b"%s: %s\r\n" % field for field in trailers), b"\r\n"]))
+
+    def frame_file(self, size: int) -> int:
+        parts = self._head_parts
+        if parts is not None:
+            self._head_parts = None
+            # The file is the whole body (unless trailers follow it): its size is the Content-Length.
+            length = None if self._trailers_expected else size
+            if not self._framed and length is not None and self._body_allowed:
+                self._length_left = length
+            self._frame_head(parts, length)
+            self.transport.write(b"".join(parts))
+        if not self._body_allowed:
+            return 0
+        # A Content-Length the app declared is what goes out, even of a file that has grown since.
+        return size if self._length_left is None else min(size, self._length_left)
+
+    async def write_file(self, file: BinaryIO, count: int) -> int:
+        if not can_sendfile(self.transport):
+            return await super().write_file(file, count)
+        if self._chunked:
+            self.transport.write(b"%x\r\n" % count)
+        sent = await write_file_raw(self, file, count)
+        if self._chunked:
+            self.transport.write(b"\r\n")
+        if self._length_left is not None:
+            self._length_left -= sent
+        return sent
 
 
 def _flush_pending_heads(pending: list[FastCycle]) -> None:
@@ -280,7 +320,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             raw_head = bytes(buf[:body_start]) if head.upgrade is not None else b""
             del buf[:body_start]
 
-            self.scope = scope = self.build_scope(head.method, head.target, head.http_version, head.headers)
+            self.scope = scope = self.build_scope(head.method, head.target, head.http_version, head.headers, head.trailers)
 
             if head.upgrade is not None:
                 if head.upgrade == b"websocket" and self.ws_protocol_class is not None:

@@ -70,8 +70,11 @@ class FlowControl:
 
     def _stalled(self) -> None:
         self._stall_timer = None
-        if not self.write_paused:
-            return
+        if self.write_paused:
+            self.give_up()
+
+    def give_up(self) -> None:
+        """The client has taken no data for ``write_timeout`` seconds: end its connection."""
         logger.info("Client accepted no data for %s seconds; closing the connection.", self.write_timeout)
         if self._on_stall is not None:
             self._on_stall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, BinaryIO
 
 import h11
 
@@ -11,13 +11,30 @@ from pounce.config import Config
 from pounce.protocols.http.base import INVALID_REQUEST, BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import RequestResponseCycle, status_phrase
 from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
-from pounce.protocols.http.parser import ChunkedReader, ProtocolError, parse_request_head
+from pounce.protocols.http.parser import ChunkedReader, ProtocolError, parse_request_head, te_accepts_trailers
+from pounce.protocols.http.pathsend import can_sendfile, write_file_raw
 from pounce.server import ServerState
 
 
 
+_NO_CONTENT_STATUSES = frozenset((204, 304))
+
+
+class _FileBody:
+    """Stands for a file's bytes in an ``h11.Data`` event: h11 needs only their length to frame them,
+    and ``send_with_data_passthrough`` hands the object back where the bytes go (h11's sendfile way)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class H11Cycle(RequestResponseCycle):
     """Frames responses with h11, which enforces the HTTP/1.1 rules on what the app sends."""
+
+    _headers: list[tuple[bytes, bytes]] = []
 
     def __init__(self, *args: Any, conn: h11.Connection, default_headers: list[tuple[bytes, bytes]], **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -29,9 +46,9 @@ class H11Cycle(RequestResponseCycle):
         self.transport.write(self.conn.send(event))
 
     def write_response_start(self, status: int, headers: Any) -> None:
-        if self.scope["method"] == "HEAD":
-            self._body_allowed = False  # write_body sends none of it
-        headers = self.default_headers + list(headers)
+        if self.scope["method"] == "HEAD" or status < 200 or status in _NO_CONTENT_STATUSES:
+            self._body_allowed = False  # no body goes out (h11 sends none)
+        self._headers = headers = self.default_headers + list(headers)
         if not self.keep_alive and (b"connection", b"close") not in headers:
             headers = headers + [(b"connection", b"close")]
         if self.observer is not None:
@@ -50,6 +67,47 @@ class H11Cycle(RequestResponseCycle):
                 self.keep_alive = False
         if output:
             self.transport.write(output)
+
+    # Extensions (see RequestResponseCycle)
+    def write_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        event = h11.InformationalResponse(status_code=status, headers=headers, reason=status_phrase(status))
+        self.transport.write(self.conn.send(event))
+
+    def _declared_length(self) -> int | None:
+        for name, value in self._headers:
+            if name.lower() == b"content-length":
+                return int(value)
+        return None
+
+    def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        # h11 frames a body without Content-Length chunked (trailers are offered to HTTP/1.1 only).
+        if not trailers or not self._body_allowed or self._declared_length() is not None:
+            self.write_body(b"", False)
+            return
+        output = self.conn.send(h11.EndOfMessage(headers=trailers))
+        if self.conn.our_state is h11.MUST_CLOSE:
+            self.keep_alive = False
+        self.transport.write(output)
+
+    def frame_file(self, size: int) -> int:
+        if not self._body_allowed:
+            return 0
+        declared = self._declared_length()
+        # A Content-Length the app declared is what goes out, even of a file that has grown since.
+        return size if declared is None else min(size, declared)
+
+    async def write_file(self, file: BinaryIO, count: int) -> int:
+        if not can_sendfile(self.transport):
+            return await super().write_file(file, count)
+        placeholder = _FileBody(count)
+        pieces: list[object] = list(self.conn.send_with_data_passthrough(h11.Data(data=placeholder)) or ())  # type: ignore[arg-type]
+        sent = 0
+        for piece in pieces:
+            if piece is placeholder:
+                sent = await write_file_raw(self, file, count)
+            else:
+                self.transport.write(piece)  # type: ignore[arg-type]  # framing bytes
+        return sent
 
 
 class H11Protocol(BaseHTTPProtocol):
@@ -155,7 +213,11 @@ class H11Protocol(BaseHTTPProtocol):
                 self._unset_keepalive_if_required()
                 self.headers = [(key.lower(), value) for key, value in event.headers]
                 self.scope = scope = self.build_scope(
-                    event.method, event.target, event.http_version.decode("ascii"), self.headers
+                    event.method,
+                    event.target,
+                    event.http_version.decode("ascii"),
+                    self.headers,
+                    any(name == b"te" and te_accepts_trailers(value) for name, value in self.headers),
                 )
                 upgrade = self._get_upgrade()
                 if upgrade is not None:

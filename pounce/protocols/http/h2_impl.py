@@ -54,6 +54,8 @@ from pounce.observability.events import Initiator, ProtocolName
 from pounce.protocols.http.base import BaseHTTPProtocol, error_body
 from pounce.protocols.http.cycle import (
     BODY_PROGRESS,
+    EARLY_HINT,
+    TRAILERS,
     INVALID_HEADER_NAME,
     INVALID_HEADER_VALUE,
     RequestResponseCycle,
@@ -71,7 +73,6 @@ _NO_CONTENT_STATUSES = frozenset((204, 304))
 # window. It is also the most unread request body one connection holds.
 STREAM_WINDOW = 65535
 MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
-EXTENSIONS: dict[str, dict[object, object]] = {"http.response.trailers": {}, "http.response.early_hint": {}}
 
 
 class _StreamTransport(asyncio.Transport):
@@ -116,9 +117,6 @@ class H2Cycle(RequestResponseCycle):
     window_timer: asyncio.TimerHandle | None = None
     window_progress = 0
     _body_allowed = True
-    _trailers_expected = False
-    _body_done = False
-    _send_trailers = False
 
     def __init__(self, protocol: H2Protocol, stream_id: int, scope: Scope, expect_100_continue: bool) -> None:
         self.stream_id = stream_id
@@ -159,52 +157,6 @@ class H2Cycle(RequestResponseCycle):
     @keep_alive.setter
     def keep_alive(self, value: bool) -> None:
         pass
-
-    async def send(self, message: Message) -> None:
-        message_type = message["type"]
-        if not self.response_started:
-            if message_type == "http.response.early_hint":
-                if not self.disconnected:
-                    links = message.get("links", [])
-                    self.protocol.send_informational(self, 103, [(b"link", link) for link in links])
-                return
-            if message_type == "http.response.start" and message.get("trailers", False):
-                self._trailers_expected = True
-                # As Uvicorn: trailers go out only to a client that asked for them ("te: trailers").
-                self._send_trailers = any(
-                    name == b"te" and b"trailers" in value.lower() for name, value in self.scope["headers"]
-                )
-        elif self._trailers_expected and not self.disconnected and not self.response_complete:
-            if message_type == "http.response.body":
-                if self._body_done:
-                    raise RuntimeError("Expected ASGI message 'http.response.trailers', but got 'http.response.body'.")
-                if not message.get("more_body", False):
-                    # The response is not complete before its trailers: the shared cycle sees more to come.
-                    self._body_done = True
-                    await super().send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
-                    if self._length_left:
-                        raise RuntimeError("Response content shorter than Content-Length")
-                    return
-            elif message_type == "http.response.trailers" and self._body_done:
-                await self._send_trailer_message(message)
-                return
-        await super().send(message)
-
-    async def _send_trailer_message(self, message: Message) -> None:
-        trailers = self.trailers if self.trailers is not None else []
-        for name, value in message.get("headers", []):
-            lname = name.lower()
-            if lname.startswith(b":"):
-                raise RuntimeError("Pseudo headers are not allowed in HTTP response trailers")
-            if INVALID_HEADER_NAME.search(lname) or INVALID_HEADER_VALUE.search(value):
-                raise RuntimeError("Invalid HTTP header in response trailers.")
-            if lname in FORBIDDEN_HEADERS or lname == b"te":
-                continue
-            if self._send_trailers:
-                trailers.append((lname, value))
-        self.trailers = trailers or None
-        if not message.get("more_trailers", False):
-            await super().send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def receive(self) -> Message:
         message = await super().receive()
@@ -248,12 +200,32 @@ class H2Cycle(RequestResponseCycle):
                     raise RuntimeError("Response content longer than Content-Length")
             self.pending += body
         if not more_body:
-            if self._length_left and not self._trailers_expected:
+            if self._length_left:
                 raise RuntimeError("Response content shorter than Content-Length")
             self.end_queued = True
         if len(self.pending) > HIGH_WATER_LIMIT:
             self.flow.pause_writing()
         self.protocol.schedule(self)
+
+    # Extensions (see RequestResponseCycle); a file (pathsend) is sent in chunks through write_body.
+    def write_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.protocol.send_informational(self, status, headers)
+
+    def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = trailers or None
+        self.write_body(b"", False)
+
+    def frame_file(self, size: int) -> int:
+        if not self._body_allowed:
+            return 0
+        if self._length_left is None:
+            self._length_left = size
+            if self.head is not None:
+                # The file is the whole body: its size is the content-length (clients show progress).
+                self.head.append((b"content-length", b"%d" % size))
+            return size
+        # A content-length the app declared is what goes out, even of a file that has grown since.
+        return min(size, self._length_left)
 
 
 class H2Protocol(BaseHTTPProtocol):
@@ -286,6 +258,12 @@ class H2Protocol(BaseHTTPProtocol):
         self._goaway_last_stream: int | None = None
         # Once we close: a transport that cannot flush its last bytes in time is aborted.
         self._close_timer: asyncio.TimerHandle | None = None
+
+    def _offer_extensions(self, transport: asyncio.BaseTransport) -> None:
+        super()._offer_extensions(transport)
+        # Every stream may end with trailers (sent when it said "te: trailers", as Uvicorn) and take
+        # early hints: HTTP/2 has room for both whatever the request.
+        self.extensions = {**self.extensions, TRAILERS: {}, EARLY_HINT: {}}
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -436,9 +414,6 @@ class H2Protocol(BaseHTTPProtocol):
             # RFC 9113 §8.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
             headers.insert(0, (b"host", authority))
         scope = self.build_scope(method, path, "2", headers)
-        extensions: dict[str, Any] = scope["extensions"]  # "pounce.events" is there already (build_scope)
-        for extension in EXTENSIONS:
-            extensions[extension] = {}
         cycle = H2Cycle(self, stream_id, scope, expect_continue)
         state = self.server_state
         if state.observing or self.server_timing:

@@ -59,8 +59,9 @@ MAX_EMPTY_LINES = 1024
 # Both rules above in one pattern, so a whole head is validated in a single regex pass.
 _HEAD = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n((?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*)" % (_TCHAR, _TCHAR))
 # The fields that decide framing, persistence or protocol; every other field is passed through as is.
+# (TE decides the response's framing: "trailers" there lets it end with a trailer section.)
 _FRAMING_FIELDS = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade", b"te")
 )
 # RFC 9112 §2.2: a bare LF as a line terminator is something we do not accept. Searched only while a
 # head is incomplete, so a client using LF line endings gets a prompt 400 instead of a header timeout.
@@ -91,6 +92,7 @@ class RequestHead:
         "keep_alive",
         "expect_continue",
         "upgrade",
+        "trailers",
     )
 
     def __init__(
@@ -104,6 +106,7 @@ class RequestHead:
         keep_alive: bool,
         expect_continue: bool,
         upgrade: bytes | None,
+        trailers: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -116,6 +119,13 @@ class RequestHead:
         self.expect_continue = expect_continue
         # The lower-cased Upgrade header value when the client asked to switch protocols.
         self.upgrade = upgrade
+        # An HTTP/1.1 request whose TE accepts "trailers": the response may end with a trailer section.
+        self.trailers = trailers
+
+
+def te_accepts_trailers(value: bytes) -> bool:
+    """Whether a TE field value (RFC 9110 §10.1.4) names "trailers" among the codings it accepts."""
+    return any(coding.partition(b";")[0].strip(b" \t") == b"trailers" for coding in value.lower().split(b","))
 
 
 def valid_host(value: bytes) -> bool:
@@ -195,6 +205,7 @@ def parse_request_head(
     connection = b""
     expect = b""
     upgrade: bytes | None = None
+    te = b""
     host_count = 0
     for line in fields[:-2].split(b"\r\n") if fields else ():
         name, _, value = line.partition(b":")
@@ -224,6 +235,8 @@ def parse_request_head(
             connection = value.lower() if not connection else connection + b"," + value.lower()
         elif name == b"expect":
             expect = value.lower()
+        elif name == b"te":
+            te = value if not te else te + b"," + value
         else:  # upgrade
             upgrade = value.lower()
 
@@ -267,6 +280,7 @@ def parse_request_head(
             keep_alive,
             expect == b"100-continue" and http_version == "1.1",
             upgrade,
+            http_version == "1.1" and bool(te) and te_accepts_trailers(te),
         ),
         end + 4,
     )
