@@ -1,11 +1,12 @@
-"""The request cycle of one stream of a multiplexed connection (HTTP/3; HTTP/2's ``H2Cycle`` is the same idea).
+"""The request cycle of one stream of a multiplexed connection (HTTP/2, HTTP/3).
 
 A stream's response differs from an HTTP/1.1 one in the same ways whatever the framing: no
 connection-specific fields, trailers and interim responses as HEADERS of their own, a failing app
 resets its stream and never the connection, and the body leaves as flow control allows. That is
-written here once, against ``StreamOwner`` (what a connection offers its streams); the protocol does
-the framing in ``schedule``/``pump`` and the flow-control credit in ``acknowledge``. The ASGI side,
-extensions included (trailers, early hints, pathsend), is the shared ``RequestResponseCycle``'s.
+written here once, against ``StreamOwner`` (what a connection offers its streams; the connection side,
+shared as well, is ``multiplexed.MultiplexedProtocol``). The ASGI side, extensions included (trailers,
+early hints, pathsend), is the shared ``RequestResponseCycle``'s. ``StreamOutput`` is what the
+connection's pump reads of any stream: a request's cycle, or a WebSocket carried on a stream.
 """
 
 from __future__ import annotations
@@ -65,30 +66,61 @@ class StreamTransport(asyncio.Transport):
         pass
 
 
-class StreamCycle(RequestResponseCycle):
-    """One stream: the shared ASGI cycle with stream framing hooks, trailers and early hints."""
+class StreamOutput:
+    """One stream's outbound state, as the connection's pump reads it (``MultiplexedProtocol.pump``)."""
 
-    # Outbound state, read by the protocol's pump.
+    stream_id: int
+    pending: bytearray  # bytes for DATA frames, waiting for the peer's credit
     head: list[tuple[bytes, bytes]] | None = None  # response head not yet handed to the framing
-    end_queued = False  # the app finished the response; the stream ends after ``pending``
+    end_queued = False  # the stream ends after ``pending`` (and ``trailers``)
     trailers: list[tuple[bytes, bytes]] | None = None
     queued = False  # in the protocol's list of streams to pump at the next flush
-    unacked = 0  # received body the app has not taken yet (flow-controlled bytes)
-    length_left: int | None = None
-    # Request body: what content-length declared (None: nothing) and how much has arrived.
-    declared_length: int | None = None
-    received = 0
+    unacked = 0  # received bytes the app has not taken yet (flow-controlled bytes)
     # Forgotten (reset, refused) while its app task still runs: it still counts against the stream limit.
     orphaned = False
     # Output waiting for flow-control credit: the deadline, and what was sent since it was armed.
     window_timer: asyncio.TimerHandle | None = None
     window_progress = 0
 
+    def take_head(self) -> list[tuple[bytes, bytes]] | None:
+        """The head, once."""
+        head, self.head = self.head, None
+        return head
+
+    def take_chunk(self, size: int) -> bytes:
+        """Up to ``size`` bytes of pending output, removed from the buffer."""
+        pending = self.pending
+        if size >= len(pending):
+            chunk = bytes(pending)
+            pending.clear()
+        else:
+            chunk = bytes(pending[:size])
+            del pending[:size]
+        return chunk
+
+    def drained(self) -> None:
+        """The pump handed on what it could and the stream goes on: the writer may go on too."""
+
+    def forgotten(self) -> bool:
+        """The stream is over for the connection (its output is dropped); True while its app still runs."""
+        raise NotImplementedError  # pragma: no cover
+
+
+class StreamCycle(StreamOutput, RequestResponseCycle):
+    """One stream: the shared ASGI cycle with stream framing hooks, trailers and early hints."""
+
+    length_left: int | None = None
+    # Request body: what content-length declared (None: nothing) and how much has arrived.
+    declared_length: int | None = None
+    received = 0
+
     def __init__(self, owner: StreamOwner, stream_id: int, scope: Scope, expect_100_continue: bool) -> None:
         self.stream_id = stream_id
         self.owner = owner
         handle = StreamTransport(owner, self)
-        super().__init__(scope, handle, FlowControl(handle), owner.logger, owner.on_response_complete, True, expect_100_continue)
+        RequestResponseCycle.__init__(
+            self, scope, handle, FlowControl(handle), owner.logger, owner.on_response_complete, True, expect_100_continue
+        )
         self.pending = bytearray()
         self.is_head = scope["method"] == "HEAD"
         # The shared receive() enforces the request-body deadline; what happens then is ours.
@@ -198,16 +230,19 @@ class StreamCycle(RequestResponseCycle):
                 head.append(field)
         return head
 
-    def take_chunk(self, size: int) -> bytes:
-        """Up to ``size`` bytes of pending body, removed from the buffer."""
-        pending = self.pending
-        if size >= len(pending):
-            chunk = bytes(pending)
-            pending.clear()
-        else:
-            chunk = bytes(pending[:size])
-            del pending[:size]
-        return chunk
+    def drained(self) -> None:
+        if self.flow.write_paused and len(self.pending) <= HIGH_WATER_LIMIT:
+            self.flow.resume_writing()
+
+    def forgotten(self) -> bool:
+        if not self.response_complete:
+            self.disconnected = True
+            if self.observer is not None:
+                self.observer.client_disconnected()
+        self.pending.clear()
+        self.notify()
+        self.flow.resume_writing()
+        return not self.finished
 
 
-__all__ = ["FORBIDDEN_HEADERS", "StreamCycle", "StreamOwner", "StreamTransport"]
+__all__ = ["FORBIDDEN_HEADERS", "StreamCycle", "StreamOutput", "StreamOwner", "StreamTransport"]

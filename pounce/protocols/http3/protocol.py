@@ -30,14 +30,9 @@ import asyncio
 from typing import Any
 
 from pounce.config import Config
-from pounce.observability import hooks
-from pounce.observability.events import Initiator, ProtocolName
-from pounce.protocols.http.base import BaseHTTPProtocol, error_body
-from pounce.protocols.http.cycle import BODY_PROGRESS
-from pounce.protocols.http.flow_control import HIGH_WATER_LIMIT
-from pounce.protocols.http.request_checks import request_problem
-from pounce.protocols.http.cycle import EARLY_HINT, TRAILERS
-from pounce.protocols.http.stream_cycle import StreamCycle
+from pounce.observability.events import ProtocolName
+from pounce.protocols.http.multiplexed import MultiplexedProtocol, RequestHead
+from pounce.protocols.http.stream_cycle import StreamCycle, StreamOutput
 from pounce.protocols.http3 import seam
 from pounce.protocols.http3.endpoint import H3Endpoint
 from pounce.server import ServerState
@@ -82,11 +77,15 @@ class _QuicTransport(asyncio.Transport):
         pass
 
 
-class H3Protocol(BaseHTTPProtocol):
+class H3Protocol(MultiplexedProtocol):
     """One HTTP/3 connection; made by the endpoint for each accepted QUIC connection."""
 
     protocol_name: ProtocolName = "h3"
     stream_label = "HTTP/3"
+    http_version = "3"
+    INTERNAL_ERROR = seam.H3_INTERNAL_ERROR
+    CANCEL = seam.H3_REQUEST_CANCELLED
+    frame_errors = Exception  # whatever the library raises for a frame it refuses: this stream only
 
     def __init__(
         self,
@@ -106,29 +105,16 @@ class H3Protocol(BaseHTTPProtocol):
         self.endpoint = endpoint
         self.session = session
         self.peer = (str(peer[0]), int(peer[1]))
-        self.streams: dict[int, StreamCycle] = {}
-        self._orphans = 0
+        self._init_streams()
         self._highest_stream = -4
         self._first_refused: int | None = None  # set by our GOAWAY
-        self._to_pump: list[StreamCycle] = []
-        self._blocked: set[StreamCycle] = set()
-        self._flush_scheduled = False
+        self._blocked: set[StreamOutput] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self._attach(_QuicTransport(self))
         self._arm_keepalive()
-
-    def _offer_extensions(self, transport: asyncio.BaseTransport) -> None:
-        super()._offer_extensions(transport)
-        # As over HTTP/2: every stream may end with trailers (sent when it said "te: trailers") and
-        # take early hints (interim HEADERS).
-        self.extensions = {**self.extensions, TRAILERS: {}, EARLY_HINT: {}}
-
-    @property
-    def default_headers(self) -> list[tuple[bytes, bytes]]:
-        return self.server_state.default_headers
 
     # Input: datagrams and the timer
     def datagram_received(self, data: bytes, addr: seam.Address) -> None:
@@ -170,7 +156,7 @@ class H3Protocol(BaseHTTPProtocol):
                 cycle = self.streams.get(event.stream_id)
                 if cycle is None:
                     self._on_request(event)
-                elif event.ended:
+                elif event.ended and isinstance(cycle, StreamCycle):
                     self._on_body_end(cycle)  # request trailers end the body; ASGI has no place for them
             elif isinstance(event, seam.StreamReset):
                 reset_cycle = self.streams.get(event.stream_id)
@@ -199,59 +185,12 @@ class H3Protocol(BaseHTTPProtocol):
         if self._first_refused is not None and stream_id >= self._first_refused:
             self._reset(stream_id, seam.H3_REQUEST_REJECTED)  # after our GOAWAY: safe to retry elsewhere
             return
-        if len(self.streams) + self._orphans >= self.max_streams:
+        if self._over_stream_limit():
             self._reset(stream_id, seam.H3_REQUEST_REJECTED)
             return
-        method = path = authority = declared = None
-        headers: list[tuple[bytes, bytes]] = []
-        expect_continue = has_host = False
-        for name, value in event.headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"host":
-                has_host = True
-            elif name == b"content-length":
-                declared = value
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
-            headers.append((name, value))
-        if method is None or not path:
-            # RFC 9114 §4.3.1: malformed (CONNECT, without :path, is no ASGI HTTP request either).
-            self._reset(stream_id, seam.H3_MESSAGE_ERROR)
-            return
-        problem = request_problem(method, path, authority, headers, self.max_fields, self.limit_request_body)
-        if problem is None and event.ended and declared is not None and int(declared) != 0:
-            problem = None, "content-length without DATA"
-        if problem is not None:
-            status, reason = problem
-            self._trace(f"HTTP/3 stream {stream_id} refused: {reason}")
-            if status is None:
-                self._reset(stream_id, seam.H3_MESSAGE_ERROR)
-            else:
-                self._answer(stream_id, status, reason, stop_request=not event.ended)
-            return
-        if authority is not None and not has_host:
-            # RFC 9114 §4.3.1: :authority replaces Host; ASGI apps (and URL building) look for "host".
-            headers.insert(0, (b"host", authority))
-        scope = self.build_scope(method, path, "3", headers)
-        cycle = StreamCycle(self, stream_id, scope, expect_continue)
-        if self.server_state.observing or self.server_timing:
-            self._observe(cycle, scope, stream_id)
-        if declared is not None:
-            cycle.declared_length = int(declared)
-        if event.ended:
-            cycle.more_body = False
-        self.streams[stream_id] = cycle
-        self._unset_keepalive_if_required()
-        if self._ping_timer is None:
+        cycle = self._start_request(stream_id, RequestHead(event.headers), event.ended)
+        if cycle is not None and self._ping_timer is None:
             self._ping_timer = self.loop.call_later(self.timeout_keep_alive / 2, self._ping)
-        self._run_cycle(cycle, self._select_app())
 
     def _ping(self) -> None:
         """While streams are open, the QUIC idle timeout must not end the connection (see ``ping``)."""
@@ -262,181 +201,54 @@ class H3Protocol(BaseHTTPProtocol):
             self._ping_timer = self.loop.call_later(self.timeout_keep_alive / 2, self._ping)
 
     def _on_data(self, event: seam.DataReceived) -> None:
-        cycle = self.streams.get(event.stream_id)
-        size = len(event.data)
-        if cycle is None or cycle.response_complete or cycle.disconnected:
-            if size:
-                self.session.consumed(event.stream_id, size)  # nobody will read it: credit back at once
-            return
-        cycle.received += size
-        if self.limit_request_body is not None and cycle.received > self.limit_request_body:
-            self.session.consumed(event.stream_id, size)
-            self.refuse_body(cycle, 413, "Request body too large")
-            return
-        if size:
-            cycle.body += event.data
-            cycle.unacked += size
-            cycle.notify()
-        if event.ended:
+        cycle = self._on_body(event.stream_id, event.data, len(event.data))
+        if cycle is not None and event.ended:
             self._on_body_end(cycle)
 
-    def _on_body_end(self, cycle: StreamCycle) -> None:
-        if cycle.declared_length is not None and cycle.received != cycle.declared_length:
-            self._reset(cycle.stream_id, seam.H3_MESSAGE_ERROR)  # RFC 9114 §4.1.2: length mismatch
-            self._forget(cycle)
-            return
-        cycle.more_body = False
-        cycle.notify()
+    # Framing (``MultiplexedProtocol``)
+    def _send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self.session.send_headers(stream_id, headers, end_stream)
 
-    # Called by cycles (``StreamOwner``)
-    def is_open(self, cycle: StreamCycle) -> bool:
-        return self.streams.get(cycle.stream_id) is cycle and not self.closed
+    def _send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self.session.send_data(stream_id, data, end_stream)
 
-    def acknowledge(self, cycle: StreamCycle, size: int) -> None:
+    def _end_stream(self, stream_id: int) -> None:
+        self.session.send_data(stream_id, b"", True)
+
+    def _send_reset(self, stream_id: int, error_code: int) -> None:
+        self.session.reset_stream(stream_id, error_code)
+
+    def _room(self, stream_id: int) -> int:
+        # What the backend buffers per stream is bounded by SEND_BUFFER; QUIC's own credit drains it.
+        return SEND_BUFFER - self.session.unsent(stream_id)
+
+    def _credit(self, stream_id: int, size: int) -> None:
         if size and not self.closed:
-            self.session.consumed(cycle.stream_id, size)
+            self.session.consumed(stream_id, size)
             self._flush_soon()
 
-    def send_informational(self, cycle: StreamCycle, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        if self.is_open(cycle):
-            self.session.send_headers(cycle.stream_id, [(b":status", b"%d" % status), *headers], False)
-            self._flush_soon()
+    def _malformed(self, stream_id: int) -> None:
+        self._reset(stream_id, seam.H3_MESSAGE_ERROR)
 
-    def schedule(self, cycle: StreamCycle) -> None:
-        if not cycle.queued:
-            cycle.queued = True
-            self._to_pump.append(cycle)
-            self._flush_soon()
+    def _stop_request(self, stream_id: int) -> None:
+        # RFC 9114 §4.1.1: a complete response, then STOP_SENDING H3_NO_ERROR for the rest of the body.
+        self.session.reset_stream(stream_id, seam.H3_NO_ERROR)
 
-    def abort_stream(self, cycle: StreamCycle) -> None:
-        """The app failed mid-response: reset its stream (H3_INTERNAL_ERROR); the other streams go on."""
-        if cycle.end_queued or not self.is_open(cycle):
-            return  # The response was complete; it is delivered as it was.
-        self._reset(cycle.stream_id, seam.H3_INTERNAL_ERROR)
-        self._forget(cycle)
-        cycle.disconnected = True
-        self._flush_soon()
-
-    def refuse_body(self, cycle: StreamCycle, status: int, reason: str) -> None:
-        """Stop a request whose body we will not take (413, 408): answered if the app has not started its
-        response, else reset (H3_REQUEST_CANCELLED). The app sees a disconnect; the other streams go on."""
-        if not self.is_open(cycle):
-            return
-        if cycle.response_started:
-            self._reset(cycle.stream_id, seam.H3_REQUEST_CANCELLED)
-        else:
-            self._answer(cycle.stream_id, status, reason, stop_request=cycle.more_body)
-        self._forget(cycle)
-        self._flush_soon()
-
-    def task_done(self, cycle: StreamCycle) -> None:
-        if cycle.orphaned:
-            cycle.orphaned = False
-            self._orphans -= 1
-
-    def on_response_complete(self) -> None:
-        self.server_state.total_requests += 1
+    def _last_stream_done(self) -> None:
+        self._flush_soon()  # the last stream's end goes out first, then the close
+        self.loop.call_soon(self.close_connection, seam.H3_NO_ERROR, "")
 
     # Output
-    def pump(self, cycle: StreamCycle) -> None:
-        """Hand the stream's head, body (as far as ``SEND_BUFFER`` allows) and end to the session."""
-        cycle.queued = False
-        self._blocked.discard(cycle)
-        if not self.is_open(cycle):
-            return
-        session = self.session
-        stream_id = cycle.stream_id
-        finished = False
-        try:
-            head = cycle.take_head()
-            if head is not None:
-                finished = cycle.end_queued and not cycle.pending and cycle.trailers is None
-                session.send_headers(stream_id, head, finished)
-            while not finished:
-                if cycle.pending:
-                    room = SEND_BUFFER - session.unsent(stream_id)
-                    if room <= 0:
-                        self._await_credit(cycle)
-                        break
-                    chunk = cycle.take_chunk(room)
-                    finished = not cycle.pending and cycle.end_queued and cycle.trailers is None
-                    session.send_data(stream_id, chunk, finished)
-                    cycle.window_progress += len(chunk)
-                elif cycle.end_queued:
-                    if cycle.trailers is not None:
-                        session.send_headers(stream_id, cycle.trailers, True)
-                    else:
-                        session.send_data(stream_id, b"", True)
-                    finished = True
-                else:
-                    break
-        except Exception as exc:  # the library refused what we framed: this stream only
-            self.logger.error("Invalid HTTP/3 response: %s", exc)
-            self._reset(stream_id, seam.H3_INTERNAL_ERROR)
-            finished = True
-        if finished:
-            self._forget(cycle)
-            return
-        if cycle.window_timer is not None and (not cycle.pending or cycle.window_progress >= BODY_PROGRESS):
-            cycle.window_timer.cancel()  # the client took a window's worth (or all there was) in time
-            cycle.window_timer = None
-        if cycle.flow.write_paused and len(cycle.pending) <= HIGH_WATER_LIMIT:
-            cycle.flow.resume_writing()
-
-    def _await_credit(self, cycle: StreamCycle) -> None:
-        """The stream has output and the backend's buffer for it is full: it goes on when that drains.
-
-        A client that never gives credit gets as long as a socket that takes nothing: ``--timeout-write``
-        seconds to take 64 KiB (or everything pending), else the stream is reset.
-        """
+    def _await_window(self, cycle: StreamOutput) -> None:
+        """The backend's buffer for the stream is full: it goes on when that drains (see ``_flush``)."""
         self._blocked.add(cycle)
-        if cycle.window_timer is None:
-            cycle.window_progress = 0
-            cycle.window_timer = self.loop.call_later(self.timeout_write, self._credit_stalled, cycle)
-
-    def _credit_stalled(self, cycle: StreamCycle) -> None:
-        cycle.window_timer = None
-        if not self.is_open(cycle):
-            return
-        self.logger.info(
-            "HTTP/3 stream %d got no flow-control credit for %s seconds; resetting it.", cycle.stream_id, self.timeout_write
-        )
-        self._reset(cycle.stream_id, seam.H3_REQUEST_CANCELLED)
-        self._forget(cycle)
-        self._flush_soon()
-
-    def _answer(self, stream_id: int, status: int, reason: str, stop_request: bool) -> None:
-        """Answer a request ourselves (over a limit, or its body is late), on its stream only."""
-        body = error_body(status, reason)
-        head = [
-            (b":status", b"%d" % status),
-            *self.server_state.default_headers,
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        try:
-            self.session.send_headers(stream_id, head, False)
-            self.session.send_data(stream_id, body, True)
-            if stop_request:
-                # RFC 9114 §4.1.1: a complete response, then STOP_SENDING H3_NO_ERROR for the rest of the body.
-                self.session.reset_stream(stream_id, seam.H3_NO_ERROR)
-        except Exception:
-            pass  # The client reset it meanwhile: nobody to answer.
-        self._flush_soon()
-
-    def _flush_soon(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        super()._await_window(cycle)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self.closed:
             return
-        if self._to_pump:
-            cycles, self._to_pump = self._to_pump, []
-            for cycle in cycles:
-                self.pump(cycle)
+        self._pump_queued()
         for data, addr in self.session.datagrams(self.loop.time()):
             self.endpoint.sendto(data, addr)
         self._process()  # sending may have ended the connection (its close went out, the idle timeout)
@@ -449,53 +261,13 @@ class H3Protocol(BaseHTTPProtocol):
                     self.schedule(cycle)
         self._arm_timer()
 
-    def _reset(self, stream_id: int, error_code: int) -> None:
-        try:
-            self.session.reset_stream(stream_id, error_code)
-        except Exception:
-            return  # Already over on the library's side: nothing to reset.
-        if self.server_state.events is not None:
-            self._report_reset(stream_id, error_code, "server")
-        self._flush_soon()
-
-    def _report_reset(self, stream_id: int, error_code: int, initiator: Initiator) -> None:
-        events = self.server_state.events
-        assert events is not None
-        cycle = self.streams.get(stream_id)
-        request = cycle.observer.request if cycle is not None and cycle.observer is not None else None
-        if not self.connection_id:
-            self.connection_id = events.next_connection_id()
-        request_id = request.request_id if request is not None else None
-        hooks.stream_reset(events, self.connection_id, stream_id, request_id, error_code, initiator)
-
-    def _forget(self, cycle: StreamCycle) -> None:
-        """The stream is over for us (sent, reset, or the connection is gone): wake its app, drop it."""
-        if self.streams.pop(cycle.stream_id, None) is None:
-            return
+    def pump(self, cycle: StreamOutput) -> None:
         self._blocked.discard(cycle)
-        if not cycle.finished:
-            cycle.orphaned = True
-            self._orphans += 1
-        if not cycle.response_complete:
-            cycle.disconnected = True
-            if cycle.observer is not None:
-                cycle.observer.client_disconnected()
-        if cycle.window_timer is not None:
-            cycle.window_timer.cancel()
-            cycle.window_timer = None
-        if cycle.unacked and not self.closed:
-            # Body the app never read still holds connection credit: give it back.
-            size, cycle.unacked = cycle.unacked, 0
-            self.session.consumed(cycle.stream_id, size)
-        cycle.pending.clear()
-        cycle.notify()
-        cycle.flow.resume_writing()
-        if not self.streams and not self.closed:
-            if self.draining:
-                self._flush_soon()  # the last stream's end goes out first, then the close
-                self.loop.call_soon(self.close_connection, seam.H3_NO_ERROR, "")
-            else:
-                self._arm_keepalive()
+        super().pump(cycle)
+
+    def _forget(self, cycle: StreamOutput) -> None:
+        self._blocked.discard(cycle)
+        super()._forget(cycle)
 
     # Shutdown and the end
     def shutdown(self) -> None:
@@ -525,8 +297,7 @@ class H3Protocol(BaseHTTPProtocol):
         if self.closed:
             return
         self.closed = True
-        for cycle in list(self.streams.values()):
-            self._forget(cycle)
+        self._forget_all()
         self._blocked.clear()
         for timer in (self._timer, self._ping_timer):
             if timer is not None:
@@ -538,15 +309,6 @@ class H3Protocol(BaseHTTPProtocol):
         self.flow.resume_writing()
         self._trace("HTTP/3 connection closed")
         self._report_closed()
-
-    def timeout_keep_alive_handler(self) -> None:
-        if self.streams:
-            self.timeout_keep_alive_task = None  # Busy: the last stream's end arms it again.
-            return
-        super().timeout_keep_alive_handler()
-
-    def _waiting_for_head(self) -> bool:
-        return False
 
     def _send_error(self, status: int, reason: str, log: bool = True) -> None:
         self.close_connection(seam.H3_NO_ERROR, "")
