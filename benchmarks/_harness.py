@@ -1,37 +1,39 @@
-"""Shared machinery for the benchmark scripts.
+"""The benchmark scripts' side of the one engine in :mod:`pounce.bench`.
 
-Starts one server at a time in its own session, pinned with ``taskset``, waits until it
-answers correctly, drives it with ``wrk --latency`` pinned to other CPUs, samples the RSS
-of the server's whole process tree while the load runs, then stops it (SIGTERM, then
-SIGKILL to the whole session after a bound).  Every wait here has a time limit, so a
-broken server turns into a FAILED row, never a hung benchmark.
-
-Peers (uvicorn with httptools/uvloop, granian, hypercorn) live in their own venv,
-``.bench-venv/`` at the repository root, so that they never leak into the interpreter that
-runs Pounce.
+Servers are started, pinned, loaded (wrk, pinned to other CPUs), accounted for (CPU and memory of
+the whole process tree) and stopped by ``pounce.bench`` -- the same code ``pounce bench`` runs.
+What is left here is the scripts' own: the peers' venv, ``.bench-venv/`` at the repository root (so
+peers never leak into the interpreter that runs Pounce), server specs that import
+``benchmarks.apps`` from this checkout, the scripts' argparse options, and their summary tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
 import json
 import os
-import platform
-import re
-import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from pounce.bench import report
+from pounce.bench.machine import (  # re-exported for the scripts (see __all__)
+    BenchError, CpuPlan, PythonInfo, format_cpu_list, log, machine_info, parse_cpu_list, python_info,
+    resolve_python,
+)
+from pounce.bench.procs import MemorySample, MemorySampler, process_tree, tree_memory
+from pounce.bench.report import format_table, ratio, to_jsonable
+from pounce.bench.runner import Settings, measure as engine_measure
+from pounce.bench.servers import (
+    HOST, BadResponse, Probe, RunningServer, ServerSpec, StopResult, free_port, stop_server,
+)
+from pounce.bench.servers import start_server as engine_start_server
+from pounce.bench.workloads import Workload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO_ROOT / ".bench-venv"
@@ -40,79 +42,74 @@ BENCH_VENV = REPO_ROOT / ".bench-venv"
 PEER_REQUIREMENTS = ("uvicorn[standard]==0.54.0", "granian", "hypercorn")
 PEER_IMPORTS = ("uvicorn", "httptools", "uvloop", "granian", "hypercorn")
 POUNCE_REQUIREMENTS = ("h11", "click")
-HOST = "127.0.0.1"
+# benchmarks.apps is imported from this checkout, whoever's interpreter runs the server.
+CHECKOUT_ENV = (("PYTHONPATH", f"{REPO_ROOT}{os.pathsep}"),)
 
 
-class BenchError(Exception):
-    """A failure that should end the run with a message, not a traceback."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+__all__ = [
+    "BENCH_VENV",
+    "BadResponse",
+    "BenchError",
+    "CHECKOUT_ENV",
+    "CpuPlan",
+    "HOST",
+    "LoadSettings",
+    "Measurement",
+    "MemorySample",
+    "MemorySampler",
+    "PEER_IMPORTS",
+    "PEER_REQUIREMENTS",
+    "POUNCE_REQUIREMENTS",
+    "Probe",
+    "PythonInfo",
+    "REPO_ROOT",
+    "RunningServer",
+    "ServerSpec",
+    "StopResult",
+    "Summary",
+    "_pip_install",
+    "add_common_arguments",
+    "checkout_spec",
+    "count",
+    "default_peer_base",
+    "ensure_bench_venv",
+    "ensure_pounce_python",
+    "fmt_ratio",
+    "format_cpu_list",
+    "format_table",
+    "free_port",
+    "granian_spec",
+    "header_lines",
+    "hypercorn_spec",
+    "log",
+    "machine_info",
+    "measure",
+    "mib",
+    "noise_warnings",
+    "package_versions",
+    "parse_cpu_list",
+    "parse_only",
+    "pct",
+    "pounce_spec",
+    "process_tree",
+    "python_info",
+    "ratio",
+    "resolve_python",
+    "run_interleaved",
+    "settings_from_args",
+    "start_server",
+    "stop_server",
+    "summarise",
+    "sysconfig_free_threaded",
+    "to_jsonable",
+    "tree_memory",
+    "uvicorn_spec",
+    "verdict",
+    "write_json",
+]
 
 
 # --------------------------------------------------------------------------- interpreters
-
-_PY_INFO_SCRIPT = r"""
-import json, platform, sys, sysconfig, importlib
-mods = sys.argv[1:]
-missing = []
-for m in mods:
-    try:
-        importlib.import_module(m)
-    except Exception:
-        missing.append(m)
-gil = getattr(sys, "_is_gil_enabled", None)
-print(json.dumps({
-    "executable": sys.executable,
-    "version": platform.python_version(),
-    "implementation": platform.python_implementation(),
-    "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-    # Asked after the imports: a C extension without free-threading support turns the GIL back on.
-    "gil_enabled": gil() if gil is not None else True,
-    "missing": missing,
-}))
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class PythonInfo:
-    executable: str
-    version: str
-    implementation: str
-    free_threaded_build: bool
-    gil_enabled: bool
-    missing: tuple[str, ...]
-
-    def describe(self) -> str:
-        build = "free-threaded build" if self.free_threaded_build else "GIL build"
-        gil = "GIL enabled" if self.gil_enabled else "GIL disabled"
-        return f"{self.implementation} {self.version} ({build}, {gil} at runtime) {self.executable}"
-
-    def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def resolve_python(python: str) -> str:
-    found = shutil.which(python) if os.sep not in python else python
-    if not found or not os.access(found, os.X_OK):
-        raise BenchError(f"interpreter not found or not executable: {python}")
-    return str(Path(found).absolute())
-
-
-def python_info(python: str, imports: Sequence[str] = (), *, timeout: float = 60.0) -> PythonInfo:
-    env = _child_env()
-    try:
-        out = subprocess.run(
-            [python, "-c", _PY_INFO_SCRIPT, *imports],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT, check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError) as exc:
-        raise BenchError(f"cannot query interpreter {python}: {exc}") from exc
-    data = json.loads(out.strip().splitlines()[-1])
-    data["missing"] = tuple(data["missing"])
-    return PythonInfo(**data)
-
 
 def _pip_install(python: str, requirements: Sequence[str], timeout: float) -> None:
     log(f"[bench] pip install {' '.join(requirements)} into {python}")
@@ -204,8 +201,6 @@ def package_versions(python: str, names: Iterable[str]) -> dict[str, str]:
     return result
 
 
-# --------------------------------------------------------------------------- machine / CPUs
-
 def parse_only(parser: Any, value: str, known: Sequence[str]) -> list[str]:
     """The server names given to ``--only`` (comma-separated); a usage error for unknown or none."""
     names = [n.strip() for n in value.split(",") if n.strip()]
@@ -216,89 +211,11 @@ def parse_only(parser: Any, value: str, known: Sequence[str]) -> list[str]:
     return names
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": sorted(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "platform": platform.platform(),
-    }
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a taskset-style list ("0", "0-3", "0,2,4-7") and check every CPU is usable."""
-    cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError(part)
-                cpus.update(range(lo, hi + 1))
-            else:
-                cpus.add(int(part))
-    except ValueError:
-        raise BenchError(f"bad CPU list {text!r}: expected e.g. 0 or 0-3 or 0,2,4-7") from None
-    usable = os.sched_getaffinity(0)
-    if not cpus or not cpus <= usable:
-        raise BenchError(f"CPU list {text!r} is not within the usable CPUs {format_cpu_list(sorted(usable))}")
-    return sorted(cpus)
-
-
-def format_cpu_list(cpus: Sequence[int]) -> str:
-    return ",".join(str(c) for c in cpus)
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuPlan:
-    server: tuple[int, ...]
-    load: tuple[int, ...]
-
-    @classmethod
-    def from_args(cls, server: str | None, load: str | None, *, server_share: str) -> CpuPlan:
-        """Defaults: ``server_share="one"`` gives the server the first usable CPU (issue 2:
-        one worker, wrk on the other core); ``"half"`` gives it the first half (scaling)."""
-        usable = sorted(os.sched_getaffinity(0))
-        if server is not None:
-            server_cpus = parse_cpu_list(server)
-        elif len(usable) == 1:
-            server_cpus = usable
-        else:
-            n = 1 if server_share == "one" else max(1, len(usable) // 2)
-            server_cpus = usable[:n]
-        if load is not None:
-            load_cpus = parse_cpu_list(load)
-        else:
-            load_cpus = [c for c in usable if c not in server_cpus] or usable
-        if set(server_cpus) & set(load_cpus):
-            log(f"[bench] warning: server CPUs {format_cpu_list(server_cpus)} and load CPUs "
-                f"{format_cpu_list(load_cpus)} overlap; figures will be noisy")
-        return cls(tuple(server_cpus), tuple(load_cpus))
-
-
 # --------------------------------------------------------------------------- servers
 
-@dataclasses.dataclass(frozen=True)
-class ServerSpec:
-    """How to start one server; ``{port}`` in argv is replaced by the chosen port."""
-
-    name: str
-    argv: tuple[str, ...]
-    workers: int = 1
-    env: tuple[tuple[str, str], ...] = ()
-
-    def command(self, port: int) -> list[str]:
-        return [arg.replace("{port}", str(port)) for arg in self.argv]
+def checkout_spec(name: str, argv: Sequence[str], workers: int = 1) -> ServerSpec:
+    """A server that imports its app from this checkout (benchmarks.*)."""
+    return ServerSpec(name, tuple(argv), workers, CHECKOUT_ENV, str(REPO_ROOT))
 
 
 def pounce_spec(python: str, app: str, *, name: str = "pounce", http: str | None = None,
@@ -309,382 +226,39 @@ def pounce_spec(python: str, app: str, *, name: str = "pounce", http: str | None
         argv += ["--http", http]
     if worker_mode is not None:
         argv += ["--worker-mode", worker_mode]
-    return ServerSpec(name, tuple(argv), workers)
+    return checkout_spec(name, argv, workers)
 
 
 def uvicorn_spec(peer_python: str, app: str, *, name: str, http: str, loop: str, workers: int = 1) -> ServerSpec:
     argv = (peer_python, "-m", "uvicorn", f"benchmarks.apps:{app}", "--host", HOST, "--port", "{port}",
             "--workers", str(workers), "--no-access-log", "--log-level", "warning",
             "--http", http, "--loop", loop)
-    return ServerSpec(name, argv, workers)
+    return checkout_spec(name, argv, workers)
 
 
 def granian_spec(peer_python: str, app: str, *, name: str = "granian", workers: int = 1) -> ServerSpec:
     # Access log is off by default in granian; the loop is its default (uvloop when installed).
     argv = (peer_python, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", "{port}",
             "--workers", str(workers), "--log-level", "warning", f"benchmarks.apps:{app}")
-    return ServerSpec(name, argv, workers)
+    return checkout_spec(name, argv, workers)
 
 
 def hypercorn_spec(peer_python: str, app: str, *, name: str = "hypercorn", workers: int = 1) -> ServerSpec:
     # Hypercorn writes no access log unless --access-logfile is given; asyncio worker class.
     argv = (peer_python, "-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--workers", str(workers),
             "--log-level", "warning", "--worker-class", "asyncio", f"benchmarks.apps:{app}")
-    return ServerSpec(name, argv, workers)
-
-
-def _child_env(extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
-    env = dict(os.environ)
-    # The apps module (and Pounce itself) are imported from this checkout.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.pop("PYTHONSTARTUP", None)
-    env.update(dict(extra))
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclasses.dataclass
-class RunningServer:
-    spec: ServerSpec
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/"
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _get(port: int, timeout: float) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    return checkout_spec(name, argv, workers)
 
 
 def start_server(spec: ServerSpec, cpus: Sequence[int], *, log_dir: Path, expected_body: bytes,
                  startup_timeout: float) -> RunningServer:
-    """Start ``spec`` pinned to ``cpus`` and return once it answers with ``expected_body``."""
-    port = free_port()
-    log_path = log_dir / f"{spec.name}-{port}.log"
-    argv = ["taskset", "-c", format_cpu_list(cpus), *spec.command(port)]
-    with open(log_path, "wb") as log_file:
-        # A new session makes every process the server forks easy to find and kill.
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                cwd=REPO_ROOT, env=_child_env(spec.env), start_new_session=True)
-    server = RunningServer(spec, proc, port, log_path)
-    deadline = time.monotonic() + startup_timeout
-    last_error = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{spec.name} exited with code {proc.returncode} during start-up:\n"
-                             f"{server.log_tail()}")
-        try:
-            status, body = _get(port, timeout=2.0)
-        except (OSError, http.client.HTTPException) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.1)
-            continue
-        if status != 200 or body != expected_body:
-            stop_server(server, term_timeout=5.0)
-            raise BenchError(f"{spec.name} answered {status} with a {len(body)}-byte body that is not "
-                             f"the app's; refusing to benchmark it")
-        if spec.workers > 1:
-            # Workers come up one by one; give the stragglers a moment before load starts
-            # (the warm-up run then absorbs the rest).
-            time.sleep(min(2.0, 0.25 * spec.workers))
-        return server
-    stop_server(server, term_timeout=5.0)
-    raise BenchError(f"{spec.name} did not answer within {startup_timeout:.0f}s ({last_error}):\n"
-                     f"{server.log_tail()}")
-
-
-@dataclasses.dataclass(frozen=True)
-class StopResult:
-    seconds: float
-    forced: bool  # needed SIGKILL
-    returncode: int | None
-
-
-def stop_server(server: RunningServer, *, term_timeout: float = 10.0) -> StopResult:
-    """SIGTERM the server (as a user would), then SIGKILL its whole session after a bound."""
-    proc = server.proc
-    started = time.monotonic()
-    tree = set(process_tree(proc.pid))
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    forced = False
-    deadline = started + term_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _alive(tree - {proc.pid}):
-            break
-        time.sleep(0.05)
-    else:
-        forced = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid in tree | set(process_tree(proc.pid)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            log(f"[bench] warning: {server.spec.name} pid {proc.pid} survived SIGKILL")
-    return StopResult(time.monotonic() - started, forced, proc.poll())
-
-
-def _alive(pids: Iterable[int]) -> bool:
-    for pid in pids:
-        try:
-            state = _read_stat(pid)[1]
-        except OSError:
-            continue
-        if state != "Z":  # zombies of a dead parent are reaped by init eventually
-            return True
-    return False
-
-
-# --------------------------------------------------------------------------- /proc
-
-def _read_stat(pid: int) -> tuple[int, str, int, int]:
-    """(pid, state, ppid, session) from /proc/<pid>/stat."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    # comm may contain spaces and parentheses: split on the last ')'.
-    fields = raw[raw.rindex(")") + 2:].split()
-    return pid, fields[0], int(fields[1]), int(fields[3])
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process below it, plus anything left in its session."""
-    children: dict[int, list[int]] = {}
-    sessions: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            pid, _state, ppid, sid = _read_stat(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(pid)
-        sessions[pid] = sid
-    if root not in sessions:
-        return []
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        pid = stack.pop()
-        if pid in found:
-            continue
-        found.add(pid)
-        stack.extend(children.get(pid, ()))
-    # start_new_session made root the session leader: orphans that were re-parented keep the sid.
-    found.update(pid for pid, sid in sessions.items() if sid == root)
-    return sorted(found)
-
-
-def _status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _pss_kib(pid: int) -> int:
+    """Start ``spec`` pinned to ``cpus``; return once ``GET /`` answers 200 with ``expected_body``."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class MemorySample:
-    rss_bytes: int  # sum of VmRSS over the tree: what the issue asks for (counts shared pages per process)
-    pss_bytes: int  # proportional set size: shared pages split between sharers
-    processes: int
-
-
-def tree_memory(root: int) -> MemorySample:
-    rss = pss = count = 0
-    for pid in process_tree(root):
-        try:
-            rss += _status_kib(pid, "VmRSS")
-        except OSError:
-            continue
-        pss += _pss_kib(pid)
-        count += 1
-    return MemorySample(rss * 1024, pss * 1024, count)
-
-
-class MemorySampler:
-    """Samples the tree's memory in a background thread; keeps the peak."""
-
-    def __init__(self, root: int, interval: float = 0.25) -> None:
-        self._root = root
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = MemorySample(0, 0, 0)
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            sample = tree_memory(self._root)
-            if sample.rss_bytes > self.peak.rss_bytes:
-                self.peak = sample
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuSnapshot:
-    """Clock ticks: the server tree's own CPU time, and busy/total time of its CPUs."""
-
-    tree_ticks: int
-    busy_ticks: int
-    total_ticks: int
-
-
-def _tree_cpu_ticks(root: int) -> int:
-    ticks = 0
-    for pid in process_tree(root):
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks
-
-
-def cpu_busy_ticks(cpus: Sequence[int]) -> tuple[int, int]:
-    """(busy, total) clock ticks of ``cpus`` since boot, from /proc/stat."""
-    busy = total = 0
-    wanted = {f"cpu{c}" for c in cpus}
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            parts = line.split()
-            if parts and parts[0] in wanted:
-                values = [int(v) for v in parts[1:9]]  # user nice system idle iowait irq softirq steal
-                total += sum(values)
-                busy += sum(values) - values[3] - values[4]
-    except OSError:
-        pass
-    return busy, total
-
-
-def cpu_snapshot(root: int, cpus: Sequence[int]) -> CpuSnapshot:
-    busy, total = cpu_busy_ticks(cpus)
-    return CpuSnapshot(_tree_cpu_ticks(root), busy, total)
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_shares(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float]:
-    """(server's share, everything else's share) of its CPUs' capacity over the interval, in %.
-
-    wrk runs on other CPUs, so a large second figure means someone else was using the
-    server's CPUs and the run is noisy.
-    """
-    total = after.total_ticks - before.total_ticks
-    if total <= 0:
-        return float("nan"), float("nan")
-    tree = after.tree_ticks - before.tree_ticks
-    busy = after.busy_ticks - before.busy_ticks
-    return 100.0 * tree / total, max(0.0, 100.0 * (busy - tree) / total)
-
-
-# --------------------------------------------------------------------------- wrk
-
-WRK = "/usr/bin/wrk" if os.path.exists("/usr/bin/wrk") else (shutil.which("wrk") or "wrk")
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_DURATION_RE = re.compile(r"([0-9.]+)(us|ms|s|m|h)\b")
-
-
-def _to_ms(text: str) -> float:
-    match = _DURATION_RE.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"unparsable wrk duration {text!r}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
-
-
-@dataclasses.dataclass(frozen=True)
-class WrkResult:
-    requests_per_sec: float
-    requests: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    socket_errors: int
-    non_2xx: int
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", output, re.M)
-    total = re.search(r"^\s*(\d+) requests in ", output, re.M)
-    if not rps or not total:
-        raise BenchError(f"cannot parse wrk output:\n{output}")
-    pct = {m.group(1): _to_ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)}
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(
-        requests_per_sec=float(rps.group(1)),
-        requests=int(total.group(1)),
-        p50_ms=pct.get("50", float("nan")),
-        p90_ms=pct.get("90", float("nan")),
-        p99_ms=pct.get("99", float("nan")),
-        socket_errors=sum(int(g) for g in errors.groups()) if errors else 0,
-        non_2xx=int(non2xx.group(1)) if non2xx else 0,
-    )
-
-
-def run_wrk(url: str, *, duration: float, threads: int, connections: int, cpus: Sequence[int]) -> WrkResult:
-    seconds = max(1, round(duration))
-    argv = ["taskset", "-c", format_cpu_list(cpus), WRK, "-t", str(threads), "-c", str(connections),
-            "-d", f"{seconds}s", "--latency", "--timeout", "10s", url]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {seconds + 30}s") from None
-    except OSError as exc:
-        raise BenchError(f"cannot run wrk: {exc}") from exc
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
-    return parse_wrk(done.stdout)
+        return engine_start_server(spec, cpus, log_dir=log_dir, probe=Probe(expected_body=expected_body),
+                                   startup_timeout=startup_timeout)
+    except BadResponse as exc:
+        raise BenchError(f"{exc} ({exc.response.status}, {len(exc.response.body)} bytes); "
+                         f"refusing to benchmark it") from None
 
 
 # --------------------------------------------------------------------------- measurements
@@ -729,64 +303,33 @@ class Measurement:
     load_other_cpu_pct: float = float("nan")
 
 
-def _load_shares(before: tuple[int, int], after: tuple[int, int], wrk_seconds: float) -> tuple[float, float]:
-    total_s = (after[1] - before[1]) / os.sysconf("SC_CLK_TCK")
-    if total_s <= 0:
-        return float("nan"), float("nan")
-    busy_s = (after[0] - before[0]) / os.sysconf("SC_CLK_TCK")
-    return 100.0 * wrk_seconds / total_s, max(0.0, 100.0 * (busy_s - wrk_seconds) / total_s)
-
-
 def measure(spec: ServerSpec, cpus: CpuPlan, settings: LoadSettings, *, round_no: int, log_dir: Path,
             expected_body: bytes) -> Measurement:
-    """One start -> warm-up -> measured run -> stop cycle; failures become a failed Measurement."""
+    """One start -> warm-up -> measured run -> stop cycle (pounce.bench's), as the scripts report it."""
+    workload = Workload(settings.app, "", "http1", settings.app, expected_body=expected_body)
+    engine = Settings(duration=settings.duration, warmup=settings.warmup, rounds=1,
+                      connections=settings.connections, threads=settings.threads, generator="wrk",
+                      startup_timeout=settings.startup_timeout, stop_timeout=settings.stop_timeout)
     try:
-        server = start_server(spec, cpus.server, log_dir=log_dir, expected_body=expected_body,
-                              startup_timeout=settings.startup_timeout)
-    except BenchError as exc:
-        return Measurement(spec.name, spec.workers, round_no, ok=False, error=str(exc))
-    result: WrkResult | None = None
-    error = ""
-    server_cpu = other_cpu = cpu_seconds = wrk_cpu = load_other = float("nan")
-    idle = tree_memory(server.proc.pid)
-    sampler = MemorySampler(server.proc.pid)
-    try:
-        if settings.warmup > 0:
-            run_wrk(server.url, duration=settings.warmup, threads=settings.threads,
-                    connections=settings.connections, cpus=cpus.load)
-        before = cpu_snapshot(server.proc.pid, cpus.server)
-        load_before, wrk_before = cpu_busy_ticks(cpus.load), _children_cpu_seconds()
-        with sampler:
-            result = run_wrk(server.url, duration=settings.duration, threads=settings.threads,
-                             connections=settings.connections, cpus=cpus.load)
-        # wrk is the only child reaped in between, so the RUSAGE_CHILDREN delta is wrk's CPU time.
-        wrk_seconds = _children_cpu_seconds() - wrk_before
-        load_after = cpu_busy_ticks(cpus.load)
-        after = cpu_snapshot(server.proc.pid, cpus.server)
-        wrk_cpu, load_other = _load_shares(load_before, load_after, wrk_seconds)
-        server_cpu, other_cpu = cpu_shares(before, after)
-        cpu_seconds = (after.tree_ticks - before.tree_ticks) / os.sysconf("SC_CLK_TCK")
-        if server.proc.poll() is not None:
-            error = f"server exited with code {server.proc.returncode} under load:\n{server.log_tail()}"
-    except BenchError as exc:
-        error = str(exc)
-    finally:
-        stopped = stop_server(server, term_timeout=settings.stop_timeout)
-    if stopped.forced:
+        run = engine_measure(spec, workload, cpus, engine, round_no=round_no, log_dir=log_dir)
+    except BadResponse as exc:
+        return Measurement(spec.name, spec.workers, round_no, ok=False,
+                           error=f"{exc}; refusing to benchmark it:\n{exc.response.show()}")
+    if run.stop_forced:
         log(f"[bench] note: {spec.name} needed SIGKILL after {settings.stop_timeout:.0f}s of SIGTERM")
-    if result is None or error or result.requests == 0:
-        return Measurement(spec.name, spec.workers, round_no, ok=False, error=error or "no requests completed",
-                           stop_seconds=stopped.seconds, stop_forced=stopped.forced)
+    if not run.ok:
+        return Measurement(spec.name, spec.workers, round_no, ok=False, error=run.error,
+                           stop_seconds=run.stop_seconds, stop_forced=run.stop_forced)
     return Measurement(
         server=spec.name, workers=spec.workers, round=round_no, ok=True,
-        requests_per_sec=result.requests_per_sec, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
-        requests=result.requests, errors=result.socket_errors + result.non_2xx,
-        rss_idle_bytes=idle.rss_bytes, rss_peak_bytes=sampler.peak.rss_bytes,
-        pss_peak_bytes=sampler.peak.pss_bytes, processes=sampler.peak.processes,
-        stop_seconds=stopped.seconds, stop_forced=stopped.forced,
-        server_cpu_pct=server_cpu, other_cpu_pct=other_cpu,
-        requests_per_cpu_sec=result.requests / cpu_seconds if cpu_seconds > 0 else float("nan"),
-        wrk_cpu_pct=wrk_cpu, load_other_cpu_pct=load_other,
+        requests_per_sec=run.requests_per_sec, p50_ms=run.p50_ms, p99_ms=run.p99_ms,
+        requests=run.requests, errors=run.errors + run.non_2xx,
+        rss_idle_bytes=run.rss_idle_bytes, rss_peak_bytes=run.rss_peak_bytes,
+        pss_peak_bytes=run.pss_peak_bytes, processes=run.processes,
+        stop_seconds=run.stop_seconds, stop_forced=run.stop_forced,
+        server_cpu_pct=run.server_cpu_pct, other_cpu_pct=run.server_other_cpu_pct,
+        requests_per_cpu_sec=run.requests_per_cpu_sec,
+        wrk_cpu_pct=run.load_cpu_pct, load_other_cpu_pct=run.load_other_cpu_pct,
     )
 
 
@@ -906,11 +449,6 @@ def pct(value: float) -> str:
     return "-" if value != value else f"{value:.0f}"
 
 
-def ratio(a: float, b: float) -> float | None:
-    # NaN fails both comparisons, so a missing figure gives None too.
-    return a / b if a > 0 and b > 0 else None
-
-
 def fmt_ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
@@ -920,16 +458,6 @@ def verdict(value: float | None, target: float, *, at_most: bool = False) -> str
         return "n/a"
     met = value <= target if at_most else value >= target
     return "met" if met else "MISSED"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        # First column left-aligned (names), numbers right-aligned.
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def mib(n: float) -> str:
@@ -981,21 +509,8 @@ def settings_from_args(parser: Any, args: Any, cpus: CpuPlan) -> tuple[LoadSetti
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    report.write_json(path, payload)
     log(f"[bench] wrote {path}")
-
-
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses to dicts and NaN to null (JSON has no NaN), recursively."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 def header_lines(machine: Mapping[str, Any], pounce: PythonInfo, peer: PythonInfo | None,

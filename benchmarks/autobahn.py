@@ -52,39 +52,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+
+from pounce.bench.apps import ws_echo
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_DIR = ROOT / ".venv-autobahn"
 SUITE = "autobahntestsuite==25.10.1"
 PASSING = ("OK", "INFORMATIONAL")
-Message = MutableMapping[str, Any]
 
 
-async def echo_app(
-    scope: MutableMapping[str, Any],
-    receive: Callable[[], Awaitable[Message]],
-    send: Callable[[Message], Awaitable[None]],
-) -> None:
-    """Echo every WebSocket message as it came (text as text, bytes as bytes); answer HTTP with 200."""
-    if scope["type"] == "websocket":
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                if message.get("text") is not None:
-                    await send({"type": "websocket.send", "text": message["text"]})
-                else:
-                    await send({"type": "websocket.send", "bytes": message["bytes"]})
-            elif kind == "websocket.connect":
-                await send({"type": "websocket.accept"})
-            else:
-                return
-    elif scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+# Every WebSocket message echoed as it came (text as text, bytes as bytes); plain HTTP gets 200.
+echo_app = ws_echo
 
 
 def log(text: str) -> None:

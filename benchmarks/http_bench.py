@@ -25,6 +25,7 @@ reported as ratios to plain ``pounce``, measured in the same rounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import subprocess
 import sys
@@ -223,14 +224,15 @@ def own_variants(args: argparse.Namespace, app: str, python: str) -> list[h.Serv
             except subprocess.CalledProcessError as exc:
                 raise h.BenchError(f"cannot check out {args.baseline}: {exc.stderr.strip()}") from exc
         base = h.pounce_spec(python, app, name="pounce-baseline")
-        # Its own tree first on the path: that commit's pounce, and its copy of the apps.
-        specs.append(h.ServerSpec(base.name, base.argv, base.workers, (("PYTHONPATH", str(tree)),)))
+        # Its own tree, as the working directory too: "python -m" puts the working directory first on
+        # sys.path, so from this checkout it would import this tree's pounce, not that commit's.
+        specs.append(dataclasses.replace(base, env=(("PYTHONPATH", str(tree)),), cwd=str(tree)))
     for variant in args.variant:
         name, sep, extra = variant.partition("=")
         if not sep or not name:
             raise h.BenchError(f"--variant wants NAME=ARGS, not {variant!r}")
         spec = h.pounce_spec(python, app, name=f"pounce-{name}")
-        specs.append(h.ServerSpec(spec.name, (*spec.argv, *shlex.split(extra)), spec.workers))
+        specs.append(dataclasses.replace(spec, argv=(*spec.argv, *shlex.split(extra))))
     return specs
 
 
