@@ -86,6 +86,23 @@ IMPLEMENTATION_ALIASES: dict[str, dict[str, str]] = {
 
 SSL_PROTOCOL_VERSION: int = ssl.PROTOCOL_TLS_SERVER
 
+# Request-head limits (--limit-request-line, --limit-request-field-size, --limit-request-fields: Gunicorn's
+# names, bytes counted as Gunicorn counts them, without CRLF). Uvicorn's default parser (httptools) has no
+# limits at all (its test suite serves a 64 KiB cookie) and its h11 one refuses heads over 16 KiB; proxies
+# in front of servers cut well below these (nginx 8 KiB lines, cloud load balancers 16 KiB lines and 64 KiB
+# heads). So the defaults refuse nothing a deployment sees in practice, and the whole head stays bounded
+# (memory per connection).
+DEFAULT_LIMIT_REQUEST_LINE = 128 * 1024
+DEFAULT_LIMIT_REQUEST_FIELD_SIZE = 128 * 1024
+DEFAULT_LIMIT_REQUEST_FIELDS = 100
+# The whole request head (request line and fields): larger, with --h11-max-incomplete-event-size (h11's
+# buffer, Uvicorn's option) or limits that need more room.
+MAX_REQUEST_HEAD = 1024 * 1024
+# HTTP/2's header list (SETTINGS_MAX_HEADER_LIST_SIZE), which a connection may hold once per stream.
+H2_MAX_HEADER_LIST = 96 * 1024
+# socket.listen() takes a C int; a larger --backlog ends in OverflowError.
+MAX_BACKLOG = 2**31 - 1
+
 STARTUP_FAILURE = 3
 
 LOGGING_CONFIG: dict[str, Any] = {
@@ -134,6 +151,15 @@ class ConfigError(ValueError):
     """An option, or a combination of options, that cannot work. The CLI turns it into exit code 2."""
 
 
+class OptionValueError(ConfigError):
+    """One option's value cannot work; ``option`` is its name (``port``), or the variable's."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"Invalid value for {option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """Everything the running server reads, resolved and frozen by ``Config.load()``."""
@@ -164,7 +190,11 @@ class ServerConfig:
     timeout_notify: float
     timeout_worker_healthcheck: float
     h11_max_incomplete_event_size: int | None
+    # HTTP/1.1 head limits, the same for both parsers (0 in the options: no limit but the head's).
     max_request_line_size: int
+    max_field_size: int
+    max_request_head: int
+    # HTTP/2's header-list bound.
     max_header_size: int
     ws_max_size: int
     ws_max_queue: int
@@ -316,7 +346,9 @@ class Config:
         timeout_request_body: float = 30.0,
         timeout_write: float = 60.0,
         limit_request_body: int | None = None,
-        limit_request_fields: int = 100,
+        limit_request_fields: int = DEFAULT_LIMIT_REQUEST_FIELDS,
+        limit_request_line: int = DEFAULT_LIMIT_REQUEST_LINE,
+        limit_request_field_size: int = DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
         h2_max_concurrent_streams: int = 100,
         h2_max_reset_rate: int = 100,
         h2_max_control_frame_rate: int = 500,
@@ -372,6 +404,8 @@ class Config:
         self.timeout_write = timeout_write
         self.limit_request_body = limit_request_body
         self.limit_request_fields = limit_request_fields
+        self.limit_request_line = limit_request_line
+        self.limit_request_field_size = limit_request_field_size
         self.h2_max_concurrent_streams = h2_max_concurrent_streams
         self.h2_max_reset_rate = h2_max_reset_rate
         self.h2_max_control_frame_rate = h2_max_control_frame_rate
@@ -403,6 +437,7 @@ class Config:
         self.http3_backend = http3_backend
         self.http3_0rtt = http3_0rtt
         self.http3_retry = http3_retry
+        self._check_values()
         self._check_observability()
 
         self.loaded = False
@@ -451,7 +486,13 @@ class Config:
             self._load_env_file(env_file)
 
         if workers is None and "WEB_CONCURRENCY" in os.environ:
-            self.workers = int(os.environ["WEB_CONCURRENCY"])
+            value = os.environ["WEB_CONCURRENCY"]
+            try:
+                self.workers = int(value)
+            except ValueError:
+                raise OptionValueError("WEB_CONCURRENCY", f"must be an integer, not {value!r}.") from None
+        # As in Uvicorn, 0 or fewer workers (--workers 0, WEB_CONCURRENCY=0) is one server process; the
+        # attribute keeps Uvicorn's value (WEB_CONCURRENCY=0 reads 0), what runs counts max(workers, 1).
 
         self.forwarded_allow_ips: list[str] | str
         if forwarded_allow_ips is None:
@@ -461,6 +502,38 @@ class Config:
 
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
+
+    def _check_values(self) -> None:
+        """Reject values that could only crash later, after the lifespan had started (exit code 2 on the
+        command line). Values Uvicorn accepts keep their meaning and are not refused here."""
+        if not 0 <= self.port <= 65535:
+            raise OptionValueError("port", f"must be between 0 and 65535, not {self.port}.")
+        if self.backlog > MAX_BACKLOG:
+            raise OptionValueError("backlog", f"must be at most {MAX_BACKLOG}, not {self.backlog}.")
+        if self.fd is not None and self.fd < 0:
+            raise OptionValueError("fd", f"must be a file descriptor (0 or more), not {self.fd}.")
+        at_least_zero = {
+            # random.randint(0, jitter) fails for a negative one (Uvicorn: a traceback at startup).
+            "limit_max_requests_jitter": self.limit_max_requests_jitter,
+            # Uvicorn's h11 refuses every request with a negative one.
+            "h11_max_incomplete_event_size": self.h11_max_incomplete_event_size or 0,
+            # Gunicorn's rule for its limits: 0 is "no limit of its own", a negative value an error.
+            "limit_request_line": self.limit_request_line,
+            "limit_request_fields": self.limit_request_fields,
+            "limit_request_field_size": self.limit_request_field_size,
+        }
+        for name, value in at_least_zero.items():
+            if value < 0:
+                raise OptionValueError(name, f"must be 0 or more, not {value}.")
+
+    @property
+    def max_request_head(self) -> int:
+        """The bound on a whole HTTP/1.1 request head: MAX_REQUEST_HEAD, or what the options need."""
+        return max(
+            MAX_REQUEST_HEAD,
+            self.h11_max_incomplete_event_size or 0,
+            self.limit_request_line + self.limit_request_field_size,
+        )
 
     def _check_observability(self) -> None:
         """Reject observability options that cannot work (ConfigError: exit code 2 on the command line)."""
@@ -767,23 +840,25 @@ class Config:
             timeout_notify=self.timeout_notify,
             timeout_worker_healthcheck=self.timeout_worker_healthcheck,
             h11_max_incomplete_event_size=self.h11_max_incomplete_event_size,
-            max_request_line_size=8 * 1024,
-            # Our parser reads whole heads, so this only bounds memory: llhttp-sized (96 KiB) unless the
-            # h11 setting asks for more.
-            max_header_size=max(self.h11_max_incomplete_event_size or 0, 96 * 1024),
+            # 0: no limit of the option's own; the whole head is still bounded.
+            max_request_line_size=self.limit_request_line or self.max_request_head,
+            max_field_size=self.limit_request_field_size or self.max_request_head,
+            max_request_head=self.max_request_head,
+            max_header_size=max(self.h11_max_incomplete_event_size or 0, H2_MAX_HEADER_LIST),
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,
             ws_ping_interval=self.ws_ping_interval,
             ws_ping_timeout=self.ws_ping_timeout,
             ws_per_message_deflate=self.ws_per_message_deflate,
             limit_request_body=self.limit_request_body,
-            limit_request_fields=self.limit_request_fields,
+            # 0: no count limit (the head's size still bounds the count).
+            limit_request_fields=self.limit_request_fields or self.max_request_head,
             timeout_request_body=self.timeout_request_body,
             timeout_write=self.timeout_write,
             h2_max_concurrent_streams=self.h2_max_concurrent_streams,
             h2_max_reset_rate=self.h2_max_reset_rate,
             h2_max_control_frame_rate=self.h2_max_control_frame_rate,
-            workers=self.workers,
+            workers=max(self.workers, 1),
             worker_mode=str(self.worker_mode),
             reset_contextvars=self.reset_contextvars,
             factory=self.factory,
@@ -808,7 +883,6 @@ class Config:
         return resolve_http3(
             self.http3_port, self.http3_0rtt, self.http3_retry, self.ssl_certfile, self.ssl_keyfile, self.ssl_keyfile_password
         )
-
 
     def setup_event_loop(self) -> None:
         raise AttributeError(

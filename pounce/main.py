@@ -28,10 +28,14 @@ from pounce.config import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     SSL_PROTOCOL_VERSION,
+    DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
+    DEFAULT_LIMIT_REQUEST_FIELDS,
+    DEFAULT_LIMIT_REQUEST_LINE,
     STARTUP_FAILURE,
     WORKER_MODES,
     Config,
     ConfigError,
+    OptionValueError,
     HTTPProtocolType,
     InterfaceType,
     LifespanType,
@@ -40,6 +44,7 @@ from pounce.config import (
     WorkerModeType,
     WSProtocolType,
 )
+from pounce.bench.entry import ServeOrBench
 from pounce.importer import ImportFromStringError, import_from_string
 from pounce.observability.bus import EventHandler, check_handler
 from pounce.server import Server
@@ -72,7 +77,8 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     ctx.exit()
 
 
-@click.command()
+# ServeOrBench: `pounce bench ...` goes to pounce.bench.cli (and --help says so); anything else is served.
+@click.command(cls=ServeOrBench)
 @click.argument("app")
 @click.option("--host", type=str, default="127.0.0.1", help="Bind socket to this host.", show_default=True)
 @click.option(
@@ -117,8 +123,8 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     "--workers",
     default=None,
     type=int,
-    help="Number of workers. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. "
-    "Not valid with --reload.",
+    help="Number of workers. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1 "
+    "(0 is 1, as in Uvicorn). Not valid with --reload.",
 )
 @click.option(
     "--worker-mode",
@@ -358,10 +364,26 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     help="Maximum size of a request body in bytes; larger bodies get a 413. Unlimited by default.",
 )
 @click.option(
+    "--limit-request-line",
+    type=int,
+    default=DEFAULT_LIMIT_REQUEST_LINE,
+    help="Maximum size of the request line (method, target, version) in bytes; longer gets a 414. "
+    "0: no limit but the whole head's (1 MiB).",
+    show_default=True,
+)
+@click.option(
     "--limit-request-fields",
     type=int,
-    default=100,
-    help="Maximum number of header fields in a request; more get a 431.",
+    default=DEFAULT_LIMIT_REQUEST_FIELDS,
+    help="Maximum number of header fields in a request; more get a 431. 0: no limit but the whole head's.",
+    show_default=True,
+)
+@click.option(
+    "--limit-request-field-size",
+    type=int,
+    default=DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
+    help="Maximum size of one header field line (name and value) in bytes; larger gets a 431. "
+    "0: no limit but the whole head's.",
     show_default=True,
 )
 @click.option(
@@ -487,6 +509,10 @@ def main(app: str, **options: Any) -> None:
             headers=headers,  # [name, value] lists, as Uvicorn passes them
             **options,
         )
+    except OptionValueError as exc:
+        if exc.option.isupper():  # an environment variable (WEB_CONCURRENCY), not an option
+            raise click.UsageError(str(exc)) from exc
+        raise click.BadParameter(exc.problem, param_hint=f"'--{exc.option.replace('_', '-')}'") from exc
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -520,8 +546,14 @@ def _check_combinations(options: dict[str, Any]) -> None:
         raise click.UsageError("--uds and --fd both choose the listening socket; give one of them.")
     if options["ssl_keyfile"] and not options["ssl_certfile"]:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile.")
-    if options["workers"] is not None and options["workers"] < 1:
-        raise click.BadParameter("must be at least 1.", param_hint="'--workers'")
+    if options["fd"] is not None and options["fd"] >= 0:
+        try:
+            os.fstat(options["fd"])
+        except OSError:
+            raise click.BadParameter(f"{options['fd']} is not an open file descriptor.", param_hint="'--fd'") from None
+    # Values that leave the server unable to serve. Uvicorn takes some of them and then hangs (a backlog
+    # of 0: asyncio accepts nothing), exits at once (no request allowed) or answers only 503s; here they
+    # are usage errors. (--workers 0 is one worker, as in Uvicorn; out-of-range values are Config's.)
     for name in (
         "limit_concurrency",
         "limit_max_requests",
@@ -529,7 +561,6 @@ def _check_combinations(options: dict[str, Any]) -> None:
         "ws_max_size",
         "ws_max_queue",
         "limit_request_body",
-        "limit_request_fields",
         "h2_max_concurrent_streams",
         "h2_max_reset_rate",
         "h2_max_control_frame_rate",
@@ -537,7 +568,7 @@ def _check_combinations(options: dict[str, Any]) -> None:
         value = options[name]
         if value is not None and value < 1:
             raise click.BadParameter("must be at least 1.", param_hint=f"'--{name.replace('_', '-')}'")
-    for name in ("timeout_request_body", "timeout_write"):
+    for name in ("timeout_request_header", "timeout_request_body", "timeout_write"):
         if options[name] <= 0:
             raise click.BadParameter("must be more than 0.", param_hint=f"'--{name.replace('_', '-')}'")
 
@@ -611,7 +642,9 @@ def run(
     timeout_request_body: float = 30.0,
     timeout_write: float = 60.0,
     limit_request_body: int | None = None,
-    limit_request_fields: int = 100,
+    limit_request_fields: int = DEFAULT_LIMIT_REQUEST_FIELDS,
+    limit_request_line: int = DEFAULT_LIMIT_REQUEST_LINE,
+    limit_request_field_size: int = DEFAULT_LIMIT_REQUEST_FIELD_SIZE,
     h2_max_concurrent_streams: int = 100,
     h2_max_reset_rate: int = 100,
     h2_max_control_frame_rate: int = 500,
@@ -688,6 +721,8 @@ def run(
         timeout_write=timeout_write,
         limit_request_body=limit_request_body,
         limit_request_fields=limit_request_fields,
+        limit_request_line=limit_request_line,
+        limit_request_field_size=limit_request_field_size,
         h2_max_concurrent_streams=h2_max_concurrent_streams,
         h2_max_reset_rate=h2_max_reset_rate,
         h2_max_control_frame_rate=h2_max_control_frame_rate,

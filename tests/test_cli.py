@@ -54,8 +54,16 @@ def test_version() -> None:
         (["--uds", "/tmp/x.sock", "--fd", "3"], "--uds and --fd"),
         (["--header", "no-colon"], "Name:Value"),
         (["--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),
-        (["--workers", "0"], "at least 1"),
         (["--limit-concurrency", "0"], "at least 1"),
+        (["--port", "70000"], "Invalid value for '--port': must be between 0 and 65535, not 70000."),
+        (["--port", "-1"], "Invalid value for '--port': must be between 0 and 65535, not -1."),
+        (["--backlog", "3000000000"], "Invalid value for '--backlog': must be at most 2147483647"),
+        (["--backlog", "0"], "Invalid value for '--backlog': must be at least 1."),
+        (["--fd", "-1"], "Invalid value for '--fd': must be a file descriptor (0 or more), not -1."),
+        (["--fd", "9999"], "Invalid value for '--fd': 9999 is not an open file descriptor."),
+        (["--limit-max-requests-jitter", "-1"], "Invalid value for '--limit-max-requests-jitter': must be 0 or more"),
+        (["--h11-max-incomplete-event-size", "-1"], "Invalid value for '--h11-max-incomplete-event-size'"),
+        (["--timeout-request-header", "0"], "Invalid value for '--timeout-request-header': must be more than 0."),
         (["--lifespan", "sometimes"], "Invalid value for '--lifespan'"),
         (["--worker-mode", "fibers"], "Invalid value for '--worker-mode'"),
         (["--port", "eighty"], "Invalid value for '--port'"),
@@ -65,6 +73,43 @@ def test_impossible_options_are_usage_errors(args: list[str], message: str) -> N
     result = CliRunner().invoke(main, ["tests.apps.basic:hello", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_web_concurrency_that_is_not_a_number_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["tests.apps.basic:hello"], env={"WEB_CONCURRENCY": "four"})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for WEB_CONCURRENCY: must be an integer, not 'four'." in result.output
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_an_impossible_port_stops_before_anything_starts(port: str) -> None:
+    # Was: the lifespan started, then two OverflowError tracebacks, and the lifespan never shut down.
+    with pounce_process("tests.apps.basic:hello", "--port", port) as proc:
+        out = _rest_of_output(proc)
+    assert proc.returncode == 2, out
+    assert "Invalid value for '--port': must be between 0 and 65535" in out
+    assert "Traceback" not in out and "Started server process" not in out and "lifespan" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        pytest.param(["--workers", "0"], {}, id="workers-0"),
+        pytest.param(["--workers", "-1"], {}, id="workers-negative"),
+        pytest.param([], {"WEB_CONCURRENCY": "0"}, id="web-concurrency-0"),
+    ],
+)
+def test_zero_workers_is_one_server_process_as_in_uvicorn(args: list[str], env: dict[str, str]) -> None:
+    # Uvicorn: Config(workers=0).workers is 1 ("workers or 1"), and WEB_CONCURRENCY=0 runs no supervisor.
+    port = _free_port()
+    with pounce_process("tests.apps.basic:hello", "--port", str(port), *args, env=env) as proc:
+        lines = _wait_for_line(proc, "Pounce running on")
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        proc.send_signal(signal.SIGINT)
+        out = "".join(lines) + _rest_of_output(proc)
+    assert proc.returncode == 0, out
+    assert out.count("Started server process") == 1
+    assert "worker" not in out.lower(), out  # no supervisor, no worker mode announced
 
 
 def test_missing_app_argument_is_a_usage_error() -> None:

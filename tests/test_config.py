@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import pounce
-from pounce.config import Config, ServerConfig
+from pounce.config import Config, OptionValueError, ServerConfig
 from pounce.protocols.http.fast_impl import FastHTTPProtocol
 from pounce.protocols.http.h11_impl import H11Protocol
 from tests.apps.basic import hello
@@ -87,6 +87,34 @@ def test_web_concurrency_sets_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
     assert Config(app=hello).workers == 3
     assert Config(app=hello, workers=2).workers == 2
+
+
+def test_zero_or_fewer_workers_is_one_as_in_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The attribute reads as in Uvicorn ("workers or 1"; WEB_CONCURRENCY as given); what runs is one server.
+    assert Config(app=hello, workers=0).workers == 1
+    monkeypatch.setenv("WEB_CONCURRENCY", "0")
+    config = Config(app=hello)
+    assert config.workers == 0
+    config.load()
+    assert config.server_config.workers == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"port": 70000}, "port"),
+        ({"port": -1}, "port"),
+        ({"backlog": 2**31}, "backlog"),
+        ({"fd": -1}, "fd"),
+        ({"limit_max_requests_jitter": -1}, "limit_max_requests_jitter"),
+        ({"limit_request_line": -1}, "limit_request_line"),
+    ],
+)
+def test_values_that_could_only_crash_later_are_refused_at_once(kwargs: dict[str, int], option: str) -> None:
+    # Config(port=70000) started the lifespan and then failed to bind with an OverflowError.
+    with pytest.raises(OptionValueError) as info:
+        Config(app=hello, **kwargs)
+    assert info.value.option == option
 
 
 def test_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

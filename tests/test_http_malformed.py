@@ -117,16 +117,18 @@ ROWS: list[tuple[str, bytes, int, int | None]] = [
     # A long chunk extension sent in one write (its CRLF already there) is held to the 8 KiB line limit.
     ("chunk-extension-too-long", post(CHUNKED, body=b"5;" + b"x" * 60000 + b"\r\nhello\r\n0\r\n\r\n"), 400, 400),
     # Size limits: sent incomplete, so the server must give up without waiting for the end. Both
-    # parsers are held to the same limits (8 KiB request line, 96 KiB head, 100 fields).
-    ("request-line-too-long", b"GET /" + b"a" * 70000, 414, 414),
-    ("request-target-too-long-complete", b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414, 414),
+    # parsers are held to the same limits (--limit-request-line and --limit-request-field-size 128 KiB,
+    # a 1 MiB head, --limit-request-fields 100).
+    ("request-line-too-long", b"GET /" + b"a" * 140_000, 414, 414),
+    ("request-target-too-long-complete", b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414, 414),
     (
         "header-section-too-large",
-        b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(200)),
+        b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 120_000) for i in range(10)),
         431,
         431,
     ),
-    ("one-header-too-large-complete", b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"v" * 100_000 + b"\r\n\r\n", 431, 431),
+    ("one-header-too-large", b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"v" * 140_000, 431, 431),
+    ("one-header-too-large-complete", b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"v" * 200_000 + b"\r\n\r\n", 431, 431),
     ("too-many-header-fields", b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: v\r\n" % i for i in range(2000)) + b"\r\n", 431, 431),
     # RFC 9112 §3.2: a Host that is not uri-host[:port] is a 400.
     ("host-with-space", b"GET / HTTP/1.1\r\nHost: exa mple.org\r\n\r\n", 400, 400),

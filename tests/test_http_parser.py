@@ -203,6 +203,65 @@ def test_head_too_large_is_431() -> None:
     assert rejected(b"GET / HTTP/1.1\r\n" + H + fields) == 431
 
 
+def feed_in_two(data: bytes, cut: int, max_line: int, max_head: int, max_field: int) -> int | None:
+    """Parse ``data`` delivered in two reads split at ``cut`` as a protocol does; the refusal status
+    (None: accepted)."""
+    try:
+        first = parse_request_head(data[:cut], max_line, max_head, 100, 0, max_field)
+        assert first is None, cut  # the head ends only with its last byte
+        assert parse_request_head(data, max_line, max_head, 100, cut, max_field) is not None
+    except ProtocolError as exc:
+        return exc.status
+    return None
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        pytest.param(b"GET /" + b"a" * 26 + b" HTTP/1.1\r\nHost: a\r\n\r\n", None, id="line-at-limit"),
+        pytest.param(b"GET /" + b"a" * 27 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, id="line-over-limit"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-F: " + b"v" * 15 + b"\r\n\r\n", None, id="field-at-limit"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-F: " + b"v" * 16 + b"\r\n\r\n", 431, id="field-over-limit"),
+        pytest.param(b"GET / HTTP/1.1\r\nX-F: " + b"v" * 15 + b"\r\nHost: a\r\n\r\n", None, id="first-field-at-limit"),
+        pytest.param(b"GET / HTTP/1.1\r\nX-F: " + b"v" * 16 + b"\r\nHost: a\r\n\r\n", 431, id="first-field-over"),
+    ],
+)
+def test_line_and_field_limits_do_not_depend_on_where_reads_end(data: bytes, status: int | None) -> None:
+    # --limit-request-line 40 and --limit-request-field-size 20, counted without CRLF (as Gunicorn does).
+    whole: int | None = None
+    try:
+        assert parse_request_head(data, 40, 1000, 100, 0, 20) is not None
+    except ProtocolError as exc:
+        whole = exc.status
+    assert whole == status
+    for cut in range(1, len(data)):
+        # Refused heads may be refused with another status in pieces, never accepted; accepted ones
+        # are accepted however they arrive (a line at the limit may have its CR in one read, LF next).
+        outcome = feed_in_two(data, cut, 40, 1000, 20)
+        assert (outcome is None) == (status is None), (cut, outcome)
+
+
+def test_an_over_long_field_line_is_refused_before_its_end() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-F: " + b"v" * 16  # 21 bytes and counting: over 20 already
+    assert parse_request_head(head, 40, 1000, 100, 0, 20) is None  # its CR may be next (21 = 20 + 1)
+    with pytest.raises(ProtocolError) as info:
+        parse_request_head(head + b"v", 40, 1000, 100, 0, 20)
+    assert info.value.status == 431
+    # A request line still arriving is the line limit's business, not the field limit's.
+    assert parse_request_head(b"GET /" + b"a" * 30, 40, 1000, 100, 0, 20) is None
+
+
+def test_the_request_line_is_looked_for_once_while_a_head_trickles_in() -> None:
+    # A long head arriving a few bytes a read must not cost a search of the request line per read: once
+    # a call with more than max_line + 1 bytes has accepted it, later ones (scanned past it) skip it.
+    line = b"GET /" + b"a" * 26 + b" HTTP/1.1\r\n"  # 40 bytes, at the limit
+    buf = line + b"Host: a\r\n"
+    assert parse_request_head(buf, 40, 1000, 100, 0) is None
+    # Were the line searched again, this (a lie: scanned says the first 50 bytes were seen) would be a 414.
+    corrupt = b"GET /" + b"a" * 60 + b"\r\nHost: a\r\nX: y"
+    assert parse_request_head(corrupt, 40, 1000, 100, 50) is None
+
+
 def test_bare_lf_rejected_before_the_head_completes() -> None:
     # Without this the client would wait for a CRLF CRLF that never comes (until the header timeout).
     assert rejected(b"GET / HTTP/1.1\nHost: a\n") == 400

@@ -118,7 +118,7 @@ class WorkerPool(Generic[W]):
     def __init__(self, config: Config, sockets: list[socket]) -> None:
         self.config = config
         self.sockets = sockets
-        self.workers_num = config.workers
+        self.workers_num = max(config.workers, 1)  # 0 or fewer is one, as in Uvicorn
         self._workers: list[W] = []
         # Workers asked to stop that are still draining, with the time after which they are killed.
         self.retiring: list[tuple[W, float | None]] = []

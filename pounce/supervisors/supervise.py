@@ -46,7 +46,7 @@ def _run(config: Config) -> int:
         return 0
 
     try:
-        choice = choose_mode(str(config.worker_mode), config.workers)
+        choice = choose_mode(str(config.worker_mode), max(config.workers, 1))
     except ValueError as exc:
         logger.error("%s", exc)
         return 2

@@ -247,8 +247,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         super().__init__(config, server_state, app_state, _loop)
         cfg = self.config.server_config
         self.max_line = cfg.max_request_line_size
-        self.max_head = cfg.max_header_size
+        self.max_head = cfg.max_request_head
         self.max_fields = cfg.limit_request_fields
+        self.max_field = cfg.max_field_size
         self._buffer = bytearray()
         # How much of a still-incomplete head has been searched already (see parse_request_head).
         self._scanned = 0
@@ -265,13 +266,19 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             self._feed_body()
         elif self.cycle is None:
             self._handle_requests()
-        if len(self._buffer) > HIGH_WATER_LIMIT:
+        if len(self._buffer) > HIGH_WATER_LIMIT and not self._head_in_progress():
             # Pipelined requests pile up faster than they are answered: stop reading until the
             # buffer has been worked down (see _next_request). One read adds at most 256 KiB.
             self.flow.pause_reading()
 
     def _waiting_for_head(self) -> bool:
         return bool(self._buffer) and self.cycle is None
+
+    def _head_in_progress(self) -> bool:
+        """Whether all that is buffered is the start of the next request head. The parser bounds that
+        (--limit-request-line/-field-size, the whole head), so reading goes on until it is complete:
+        paused at 64 KiB, a larger head would wait for its header deadline."""
+        return self.cycle is None and self._body_reader is None and not self._continue_scheduled
 
     def _handle_requests(self) -> None:
         # With eager tasks a response can complete inside this loop; _next_request must then leave the
@@ -305,7 +312,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 if not buf:
                     return
             try:
-                parsed = parse_request_head(buf, self.max_line, self.max_head, self.max_fields, self._scanned)
+                parsed = parse_request_head(
+                    buf, self.max_line, self.max_head, self.max_fields, self._scanned, self.max_field
+                )
             except ProtocolError as exc:
                 self._send_error(exc.status, exc.reason)
                 return
@@ -344,7 +353,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
             if state.observing or self.server_timing:
                 self._observe(cycle, scope)
             if head.chunked:
-                self._body_reader = ChunkedReader(self.max_line)
+                self._body_reader = ChunkedReader()
             elif head.content_length:
                 if self.limit_request_body is not None and head.content_length > self.limit_request_body:
                     self._send_error(413, "Request body too large", log=False)
@@ -438,7 +447,7 @@ class FastHTTPProtocol(BaseHTTPProtocol):
     def _read_if_room(self) -> None:
         # Read again only once what is buffered has been worked down: resuming after every response
         # while pipelined requests keep arriving would let one connection's buffer grow without end.
-        if self.flow.read_paused and len(self._buffer) <= HIGH_WATER_LIMIT:
+        if self.flow.read_paused and (len(self._buffer) <= HIGH_WATER_LIMIT or self._head_in_progress()):
             cycle = self.cycle
             if cycle is None or len(cycle.body) <= HIGH_WATER_LIMIT:
                 self.flow.resume_reading()

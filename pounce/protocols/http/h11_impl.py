@@ -119,16 +119,17 @@ class H11Protocol(BaseHTTPProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        # h11 buffers at most the head size our own parser allows (ServerConfig.max_header_size: 96 KiB,
+        # h11 buffers at most the head size our own parser allows (ServerConfig.max_request_head: 1 MiB,
         # or --h11-max-incomplete-event-size if larger), so both paths accept the same heads.
-        self.conn = h11.Connection(h11.SERVER, self.config.server_config.max_header_size)
+        self.conn = h11.Connection(h11.SERVER, self.config.server_config.max_request_head)
         self.headers: list[tuple[bytes, bytes]] = []
         self.cycle: H11Cycle | None = None
         cfg = self.config.server_config
         # The same size and count limits as our own parser, whichever parser runs.
         self.max_line = cfg.max_request_line_size
-        self.max_head = cfg.max_header_size
+        self.max_head = cfg.max_request_head
         self.max_fields = cfg.limit_request_fields
+        self.max_field = cfg.max_field_size
         self._head_scanned = 0
         # A chunked request body is also read by our ChunkedReader, which only validates: h11 accepts
         # chunk lines our parser rejects (``5 \r\n``, over-long extensions), and the rules must not
@@ -180,7 +181,9 @@ class H11Protocol(BaseHTTPProtocol):
         if not head:
             return True
         try:
-            parsed = parse_request_head(head, self.max_line, self.max_head, self.max_fields, self._head_scanned)
+            parsed = parse_request_head(
+                head, self.max_line, self.max_head, self.max_fields, self._head_scanned, self.max_field
+            )
         except ProtocolError as exc:
             self._send_error(exc.status, exc.reason)
             return False
@@ -286,7 +289,7 @@ class H11Protocol(BaseHTTPProtocol):
             elif name == b"transfer-encoding":
                 chunked = True
         if chunked:
-            self._chunk_check = ChunkedReader(self.max_line)
+            self._chunk_check = ChunkedReader()
             self._chunk_buf.clear()
             return self._check_chunks(self.conn.trailing_data[0])
         return True

@@ -13,6 +13,7 @@ import re
 from typing import NoReturn
 
 __all__ = [
+    "MAX_CHUNK_LINE",
     "ChunkedReader",
     "ContentLengthReader",
     "ProtocolError",
@@ -56,6 +57,10 @@ _VALID_HOSTS_MAX = 256
 # flooding, and gets a 400.
 _EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 MAX_EMPTY_LINES = 1024
+# RFC 9112 §7.1.1 / §7.1.2: a chunk-size line (extensions included) and a trailer field line are held to
+# this, whatever --limit-request-line says: a body's framing has no reason to be long, and a long
+# chunk extension is a known way to make parsers disagree (or to spend a server's memory).
+MAX_CHUNK_LINE = 8 * 1024
 # Both rules above in one pattern, so a whole head is validated in a single regex pass.
 _HEAD = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n((?:%s+:[\t\x20-\x7e\x80-\xff]*\r\n)*)" % (_TCHAR, _TCHAR))
 # The fields that decide framing, persistence or protocol; every other field is passed through as is.
@@ -144,13 +149,26 @@ def leading_empty_lines(buf: bytes | bytearray) -> int:
 
 
 def parse_request_head(
-    buf: bytes | bytearray, max_line: int, max_head: int, max_fields: int = 100, scanned: int = 0
+    buf: bytes | bytearray,
+    max_line: int,
+    max_head: int,
+    max_fields: int = 100,
+    scanned: int = 0,
+    max_field: int | None = None,
 ) -> tuple[RequestHead, int] | None:
     """Parse the head at the start of ``buf``; return it and the offset of the body, or None for more data.
+
+    The limits (``--limit-request-line``, the whole head, ``--limit-request-fields``,
+    ``--limit-request-field-size``; ``max_field`` None: only the head limit) count bytes without
+    the CRLFs, as Gunicorn counts them. A request line over ``max_line`` is a 414 (RFC 9110
+    §15.5.15); too many fields, a field line over ``max_field`` or a head over ``max_head`` is a
+    431 (RFC 6585 §5).
 
     ``scanned`` is how much of ``buf`` an earlier call already searched without finding the end of
     the head (the length ``buf`` had then): a head trickling in is searched once, not once per read.
     """
+    if max_field is None:
+        max_field = max_head
     # RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) before a request-line.
     start = 0
     while buf.startswith(b"\r\n", start):
@@ -163,12 +181,18 @@ def parse_request_head(
         # Judged only on what cannot fit whatever comes next, so that the outcome never depends on where
         # a read ended: a line of max_line bytes may have its CR here and its LF still to come, and a
         # head of max_head bytes up to three bytes of its final CRLF CRLF.
-        if len(buf) - start > max_line + 1 and buf.find(b"\r\n", start, start + max_line + 2) < 0:
+        # (The request line is looked for once: an earlier call that had more than max_line + 1 bytes
+        # and did not refuse found its end in time, and a long head trickling in must not cost a
+        # search of the whole line per read.)
+        line_room = start + max_line + 1
+        if len(buf) > line_room >= scanned and buf.find(b"\r\n", start, line_room + 1) < 0:
             raise ProtocolError(414, "Request line too long")
         if len(buf) - start > max_head + 3:
             raise ProtocolError(431, "Request header fields too large")
         if _BARE_LF.search(buf, resume) is not None:
             raise ProtocolError(400, "Bare LF in request head")
+        if len(buf) - start > max_field + 1:
+            _check_last_line(buf, start, max_field)
         return None
     if end - start > max_head:
         if buf.find(b"\r\n", start, start + max_line + 2) < 0:
@@ -208,6 +232,8 @@ def parse_request_head(
     te = b""
     host_count = 0
     for line in fields[:-2].split(b"\r\n") if fields else ():
+        if len(line) > max_field:
+            raise ProtocolError(431, "Request header field too large")
         name, _, value = line.partition(b":")
         name = name.lower()
         value = value.strip(b" \t")
@@ -286,6 +312,22 @@ def parse_request_head(
     )
 
 
+def _check_last_line(buf: bytes | bytearray, start: int, max_field: int) -> None:
+    """431 when the field line still arriving at the end of an incomplete head is over ``max_field``.
+
+    Only the last line can still grow; those before it are checked when the head is complete (and
+    are held to the head limit until then). Called after the bare-LF check, so every LF here ends a
+    CRLF and the search is for one byte (memrchr), over at most ``max_field + 2`` bytes.
+    """
+    window = len(buf) - max_field - 2  # >= start: called only for more than max_field + 1 bytes
+    if buf.rfind(b"\n", window) >= 0:
+        return  # the last line started inside the window: max_field + 1 bytes at most (its CR may be here)
+    if buf.find(b"\n", start, window) >= 0:
+        # The request line has ended, so this is a field line, already too long whatever follows.
+        raise ProtocolError(431, "Request header field too large")
+    # Still the request line: held to max_line by the caller.
+
+
 def _explain_invalid_head(head: bytes, start: int, max_line: int) -> NoReturn:
     """Raise the precise error for a head that failed the one-pass check (the rare, slow path)."""
     line_end = head.find(b"\r\n", start)
@@ -338,7 +380,7 @@ class ChunkedReader:
 
     _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
-    def __init__(self, max_line: int = 8192) -> None:
+    def __init__(self, max_line: int = MAX_CHUNK_LINE) -> None:
         self._state = self._SIZE
         self._chunk_left = 0
         self._trailer_bytes = 0
