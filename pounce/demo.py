@@ -65,13 +65,28 @@ def _table(rows: dict[str, Any]) -> str:
     return f"<table>{cells}</table>"
 
 
-def index_page() -> bytes:
+def base_url(scope: Scope) -> str:
+    """The URL this page was asked for, without its path: what a curl command on the page should name.
+
+    From the request's Host (RFC 9110 §7.2), else the address the server listens on; with the
+    --root-path prefix the app is mounted under.
+    """
+    host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")
+    if not host:
+        server = scope.get("server")
+        host = "localhost" if server is None else (f"{server[0]}:{server[1]}" if server[1] else server[0])
+    return f"{scope['scheme']}://{host}{scope.get('root_path', '')}"
+
+
+def index_page(scope: Scope) -> bytes:
+    base = html.escape(base_url(scope))
+    root = html.escape(scope.get("root_path", ""))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Pounce demo</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}th{{text-align:left;padding-right:1em}}
 td,th{{border-bottom:1px solid #ddd;padding:.2em .5em}}code{{background:#f4f4f4}}</style></head>
 <body><h1>Pounce is serving this page</h1>
-<p>Try <a href="/stream">/stream</a>, <code>curl -d hello {{host}}/echo</code>, or <a href="/health">/health</a>.</p>
+<p>Try <a href="{root}/stream">/stream</a>, <code>curl -d hello {base}/echo</code>, or <a href="{root}/health">/health</a>.</p>
 <h2>Runtime</h2>{_table(runtime_info())}
 <h2>Server configuration</h2>{_table(config_info())}
 </body></html>""".encode()
@@ -119,7 +134,7 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :] or "/"
     if path == "/":
-        await _respond(send, 200, b"text/html; charset=utf-8", index_page())
+        await _respond(send, 200, b"text/html; charset=utf-8", index_page(scope))
     elif path == "/health":
         await _respond(send, 200, b"text/plain; charset=utf-8", b"ok")
     elif path == "/echo":
