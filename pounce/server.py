@@ -173,6 +173,10 @@ class Server:
         with self.capture_signals():
             await self._serve(sockets)
 
+    def log_started(self, process_id: int) -> None:
+        """Uvicorn's first line. A thread worker says which worker it is instead (the process said this)."""
+        logger.info("Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")})
+
     async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
         process_id = os.getpid()
         config = self.config
@@ -187,9 +191,7 @@ class Server:
             # The lifespan scope offers the same "pounce.events" extension as the request scopes.
             self.lifespan.event_source = self.server_state.event_bus.source
 
-            logger.info(
-                "Started server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Started")}
-            )
+            self.log_started(process_id)
             events = self.server_state.events
             if events is not None:
                 events.emit(

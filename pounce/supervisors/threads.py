@@ -79,6 +79,16 @@ def own_descriptor(sock: socket.socket) -> socket.socket:
     return FairShareSocket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
 
+class ThreadWorkerServer(WorkerServer):
+    """A thread worker's server. The process logged "Started server process [pid]" once; each thread
+    logs which worker it is (its pid is the same), as Uvicorn's worker processes each log their own pid."""
+
+    started_line = "Started worker thread"
+
+    def log_started(self, process_id: int) -> None:
+        logger.info(self.started_line)
+
+
 class ThreadWorker:
     """One worker thread with its own event loop and ``Server``."""
 
@@ -88,12 +98,18 @@ class ThreadWorker:
         sockets: list[socket.socket],
         worker: WorkerIdentity | None = None,
         telemetry: Telemetry | None = None,
+        of: int | None = None,
     ) -> None:
         self.config = config
         self.name = f"pounce-worker-{next(_names)}"
         self._sockets = sockets
         self._own_sockets: list[socket.socket] = []
-        self.server = WorkerServer(config, worker=worker, telemetry=telemetry)
+        self.server = ThreadWorkerServer(config, worker=worker, telemetry=telemetry)
+        if worker is not None:
+            # "1/4" for the workers started with the pool; a replacement or an added one says why.
+            which = f"{worker.worker_id}/{of}" if worker.start_reason == "initial" and of else f"{worker.worker_id}"
+            suffix = "" if worker.start_reason == "initial" else f" ({worker.start_reason.replace('_', ' ')})"
+            self.server.started_line = f"Started worker thread {which}{suffix}"
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._exitcode: int | None = None
         self._abandoned = False
@@ -220,7 +236,11 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
         if not self.generation_config.loaded:
             self.generation_config.load()
         return ThreadWorker(
-            self.generation_config, self.sockets, worker=self.next_identity(reason), telemetry=self.telemetry
+            self.generation_config,
+            self.sockets,
+            worker=self.next_identity(reason),
+            telemetry=self.telemetry,
+            of=self.workers_num,
         )
 
     def restart_all(self) -> None:
@@ -243,7 +263,8 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
         return fresh
 
     def _log_start(self) -> None:
-        message, color_message = pid_message("Started", "thread supervisor")
+        # Uvicorn's first line, once: the threads share this process (each then says which worker it is).
+        message, color_message = pid_message("Started", "server process")
         logger.info(message, extra={"color_message": color_message})
 
     def _log_stop(self) -> None:
