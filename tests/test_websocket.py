@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from websockets.typing import Subprotocol
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wsevents
 
-from tests.utils import RunningServer, run_server
+from tests.utils import RunningServer, captured_logs, run_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -422,6 +423,24 @@ def test_invalid_upgrade_request(http_impl: str, headers: dict[str, str], status
     assert text in response.text
     if status == 426:
         assert response.headers["sec-websocket-version"] == "13"
+
+
+def test_an_unsupported_version_is_named_not_called_missing(http_impl: str) -> None:
+    # RFC 6455 §4.4: 426 and the versions we speak. The reason said "Missing header,
+    # 'Sec-WebSocket-Version'" although the client had sent one.
+    key = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Upgrade": "websocket", "Connection": "Upgrade"}
+    with run_server(echo_app, http=http_impl) as running, captured_logs() as messages:
+        response = httpx.get(running.url, headers={**key, "Sec-WebSocket-Version": "8"})
+        missing = httpx.get(running.url, headers=key)
+    assert response.status_code == 426
+    assert response.headers["sec-websocket-version"] == "13"
+    assert response.text == "Invalid WebSocket upgrade request: unsupported Sec-WebSocket-Version '8'; " \
+        "this server supports 13\n"
+    assert "Missing" not in response.text
+    assert "Invalid WebSocket upgrade request: unsupported Sec-WebSocket-Version '8'; this server supports 13" in messages
+    # Not sent at all: that one is missing (400, as wsproto and Uvicorn's wsproto protocol answer).
+    assert missing.status_code == 400
+    assert "Missing header, 'Sec-WebSocket-Version'" in missing.text
 
 
 # ----------------------------------------------------------------------------- frames
@@ -977,6 +996,94 @@ def test_at_most_ws_max_queue_messages_wait_for_the_app() -> None:
         release.set()
         assert done.wait(5)
     assert got == [bytes([i]) for i in range(100)]
+
+
+def _queue_app(release: threading.Event, got: list[bytes], done: threading.Event) -> Any:
+    """Accepts, waits for ``release``, then collects binary messages until a text one."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        while (message := await receive()).get("bytes") is not None:
+            got.append(message["bytes"])
+        done.set()
+
+    return app
+
+
+def _send_until_blocked(sock: socket.socket, frames: Iterator[bytes]) -> tuple[int, bytes]:
+    """Send frames until the socket stops taking bytes (twice, 50 ms apart): how many frames were
+    started, and the unsent rest of the last one (to send once the server reads again)."""
+    sock.setblocking(False)
+    count = 0
+    try:
+        for frame in frames:
+            count += 1
+            view = memoryview(frame)
+            while view:
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    time.sleep(0.05)
+                    try:
+                        view = view[sock.send(view) :]
+                    except BlockingIOError:
+                        if view.nbytes == len(frame):
+                            return count - 1, b""  # full between two frames
+                        return count, bytes(view)
+        return count, b""
+    finally:
+        sock.setblocking(True)
+
+
+def test_ws_max_queue_messages_wait_then_reading_stops() -> None:
+    """--ws-max-queue bounds the received messages waiting for the app; once it is full the server stops
+    reading (back-pressure: the client's sends block), and nothing is dropped. Reading used to pause at
+    the first waiting message whatever the option said."""
+    release, done, got = threading.Event(), threading.Event(), []
+    payloads = [bytes([i % 256]) * 65536 for i in range(400)]  # 25 MiB: more than socket buffers hold
+    with run_server(_queue_app(release, got, done), ws_max_queue=8, ws_ping_interval=None) as running:
+        client = RawClient(running)
+        for payload in payloads[:8]:  # one write each, a little apart: separate reads on the server
+            client.send(client_frame(0x2, payload))
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while not any(len(p.inbox) >= 8 for p in _protocols(running)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (protocol,) = _protocols(running)
+        assert len(protocol.inbox) == 8 and protocol.read_paused
+        # The queue is full: what the client sends now fills TCP buffers, and then its sends block.
+        more, rest = _send_until_blocked(client.sock, (client_frame(0x2, p) for p in payloads[8:]))
+        assert 0 < more < len(payloads) - 8, more
+        time.sleep(0.2)
+        assert len(protocol.inbox) == 8 and protocol.read_paused  # still not read
+        release.set()
+        client.send(rest + client_frame(0x1, b"end"))
+        assert done.wait(10)
+    # Every message arrives, in order, once the app reads them.
+    assert got == payloads[: 8 + more]
+
+
+def test_ws_max_queue_is_also_bounded_in_bytes() -> None:
+    # A few large messages must not add up to ws_max_queue x ws_max_size: ws_max_size bytes waiting
+    # pause reading too.
+    release, done, got = threading.Event(), threading.Event(), []
+    with run_server(
+        _queue_app(release, got, done), ws_max_queue=32, ws_max_size=100_000, ws_ping_interval=None
+    ) as running:
+        client = RawClient(running)
+        for i in range(5):
+            client.send(client_frame(0x2, bytes([i]) * 60_000))
+            time.sleep(0.02)
+        time.sleep(0.2)
+        (protocol,) = _protocols(running)
+        assert len(protocol.inbox) == 2 and protocol.read_paused  # 120,000 bytes >= 100,000
+        release.set()
+        client.send(client_frame(0x1, b"end"))
+        assert done.wait(5)
+    assert got == [bytes([i]) * 60_000 for i in range(5)]
 
 
 def test_sends_wait_for_a_slow_reader() -> None:

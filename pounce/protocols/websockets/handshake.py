@@ -8,6 +8,7 @@ done: the traffic goes through ``frames``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -24,15 +25,21 @@ __all__ = ["Handshake", "RemoteProtocolError"]
 
 Headers = list[tuple[bytes, bytes]]
 
+# RFC 6455 §4.1: the only version there is (and that wsproto speaks).
+WEBSOCKET_VERSION = b"13"
+_VERSION_FIELD = re.compile(rb"\r\nsec-websocket-version:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
+
 
 class Handshake:
     """One connection's side of the handshake; every method returns the bytes to write."""
 
     def __init__(self) -> None:
         self.conn = wsproto.WSConnection(connection_type=ConnectionType.SERVER)
+        self.head = b""  # the request bytes so far (the HTTP protocol replays the whole head at once)
 
     def receive(self, data: bytes) -> events.Request | None:
         """Request bytes in; the upgrade request once it is complete. Raises ``RemoteProtocolError``."""
+        self.head = self.head + data if self.head else data
         self.conn.receive_data(data)
         for event in self.conn.events():
             if isinstance(event, events.Request):
@@ -45,12 +52,30 @@ class Handshake:
         h11_conn = getattr(self.conn.handshake, "_h11_connection", None)
         return bytes(getattr(h11_conn, "trailing_data", (b"", False))[0])
 
+    def reason(self, err: RemoteProtocolError) -> str:
+        """What was wrong with the upgrade request, in words.
+
+        wsproto says "Missing header, 'Sec-WebSocket-Version'" for a version it does not speak too
+        (``Sec-WebSocket-Version: 8`` was sent, yet the answer said it was missing): name the version.
+        """
+        hint = err.event_hint
+        if isinstance(hint, events.RejectConnection) and hint.status_code == 426:
+            found = _VERSION_FIELD.search(self.head)
+            sent = found.group(1).decode("latin-1") if found else "?"
+            return f"unsupported Sec-WebSocket-Version {sent!r}; this server supports {WEBSOCKET_VERSION.decode()}"
+        return str(err)
+
     def reject(self, err: RemoteProtocolError) -> bytes:
-        """A malformed upgrade request: wsproto's status (400 or 426), its headers, and the reason."""
+        """A malformed upgrade request: wsproto's status and headers, and the reason.
+
+        400 for a request that is not a valid upgrade; RFC 6455 §4.4: 426 with ``Sec-WebSocket-Version:
+        13`` (the versions we speak) for a version we do not, as wsproto (and Uvicorn's wsproto
+        protocol) answer it.
+        """
         hint = err.event_hint
         status = hint.status_code if isinstance(hint, events.RejectConnection) else 400
         headers = list(hint.headers) if isinstance(hint, events.RejectConnection) else []
-        body = f"Invalid WebSocket upgrade request: {err}\n".encode()
+        body = f"Invalid WebSocket upgrade request: {self.reason(err)}\n".encode()
         headers += [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),

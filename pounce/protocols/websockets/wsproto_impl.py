@@ -7,8 +7,10 @@ the request, negotiates permessage-deflate and writes the 101/4xx/500 answers; t
 through ``frames.FrameReader`` and ``frames.encode_frame``, about six times cheaper per small
 message than Uvicorn's wsproto path (1.3x at 64 KiB, where unmasking dominates both).
 
-Behaviour follows Uvicorn's wsproto implementation (ASGI events, close codes, log lines, reads
-paused while a received message waits for the app). Differences, all on purpose:
+Behaviour follows Uvicorn's wsproto implementation (ASGI events, close codes, log lines), with
+``--ws-max-queue`` bounding the received messages that wait for the app as Uvicorn's websockets
+implementation does: once the queue is full, reading stops (back-pressure: TCP holds the rest; nothing is
+dropped). Differences, all on purpose:
 
 * ``websocket.send`` output is coalesced: what the app sends before it next yields to the event
   loop goes out in one ``write``, flushed at once past 64 KiB so that flow control still applies;
@@ -19,9 +21,9 @@ paused while a received message waits for the app). Differences, all on purpose:
 * wsproto drops ``sec-websocket-protocol`` and ``sec-websocket-extensions`` from the request
   headers; they are put back in the scope.
 
-What one connection can hold (see also ``frames``): at most ``ws_max_queue`` messages wait for
-the app (a read is parsed that many frames a turn, and no further while any wait); a message
-being assembled is at most ``ws_max_size`` bytes; while the peer does not take our writes we
+What one connection can hold (see also ``frames``): at most ``ws_max_queue`` messages, and no more
+than ``ws_max_size`` bytes of them, wait for the app (past either, reading pauses; a read is parsed
+at most that many frames a turn); a message being assembled is at most ``ws_max_size`` bytes; while the peer does not take our writes we
 stop reading, keep one pong, and drop it after ``--timeout-write``, which also bounds a close
 whose last bytes the peer never reads.
 """
@@ -167,6 +169,9 @@ class WSProtocol(asyncio.Protocol):
         # message than asyncio.Queue, and the app is the only consumer.
         self.inbox: deque[Message] = deque()
         self.inbox_waiter: asyncio.Future[None] | None = None
+        # Payload bytes (characters, for text) of the websocket.receive messages in the inbox: with the
+        # count, what decides whether reading goes on (see _inbox_full).
+        self.queued_bytes = 0
         self.read_paused = False
         self.disconnect_queued = False
         self.final_message: Message | None = None
@@ -354,7 +359,7 @@ class WSProtocol(asyncio.Protocol):
             request = self.handshake.receive(data)
         except RemoteProtocolError as err:
             # A malformed upgrade request: wsproto's status (400 or 426) and the reason.
-            self.logger.warning("Invalid WebSocket upgrade request: %s", err)
+            self.logger.warning("Invalid WebSocket upgrade request: %s", self.handshake.reason(err))
             output = self.handshake.reject(err)
             if output:
                 self._write(output)
@@ -390,10 +395,13 @@ class WSProtocol(asyncio.Protocol):
             if kind == "message":
                 if self.close_sent:
                     continue  # crossing our close frame: RFC 6455 lets us drop it
-                self._put({"type": _RECEIVE, "text": frame[1]} if type(frame[1]) is str else {"type": _RECEIVE, "bytes": frame[1]})
+                data = frame[1]
+                self._put({"type": _RECEIVE, "text": data} if type(data) is str else {"type": _RECEIVE, "bytes": data})
                 self.messages_received += 1
-                # Back-pressure as in Uvicorn: stop reading while a message waits for the app.
-                if not self.read_paused:
+                self.queued_bytes += len(data)
+                # Back-pressure as in Uvicorn's websockets implementation: stop reading once the queue
+                # is full (--ws-max-queue), and the client's sends block in TCP instead.
+                if not self.read_paused and self._inbox_full():
                     self._pause_reading()
             elif kind == "ping":
                 if pings is None:
@@ -580,15 +588,19 @@ class WSProtocol(asyncio.Protocol):
                 waiter = self.inbox_waiter = self.loop.create_future()
             await waiter
         message = inbox.popleft()
-        if message["type"] == "websocket.disconnect":
+        message_type = message["type"]
+        if message_type == _RECEIVE:
+            data = message.get("text")
+            self.queued_bytes -= len(message["bytes"] if data is None else data)
+        if message_type == "websocket.disconnect":
             self.final_message = message
-        elif not inbox and self.handshake_complete:
-            if self.deferred_failure is not None:
+        elif self.handshake_complete:
+            if not inbox and self.deferred_failure is not None:
                 # The app has the last message before a bad frame: fail once it has dealt with it
                 # (what it sends in answer, before it next waits, still goes out first).
                 self.loop.call_soon(self._fail_deferred)
             elif self.read_paused:
-                self._maybe_resume_reading()  # the app caught up: read again
+                self._maybe_resume_reading()  # room in the queue again: read on
         return message
 
     async def send(self, message: ASGISendEvent) -> None:
@@ -710,7 +722,7 @@ class WSProtocol(asyncio.Protocol):
         self._write(output)
         self.keepalive.start()
         early, self.early_data = bytes(self.early_data), bytearray()
-        if self.read_paused and not self.inbox:
+        if self.read_paused and not self._inbox_full():
             self.read_paused = False
             self.transport.resume_reading()
         if early:
@@ -754,12 +766,17 @@ class WSProtocol(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def _inbox_full(self) -> bool:
+        """Whether received messages should stop being read: ``--ws-max-queue`` of them wait for the app,
+        or ``--ws-max-size`` bytes (a few large messages must not hold max_queue x max_size)."""
+        return len(self.inbox) >= self.max_queue or self.queued_bytes >= self.max_size
+
     def _maybe_resume_reading(self) -> None:
-        """Read again once nothing holds reading back: no message waiting for the app, writes
+        """Read again once nothing holds reading back: room in the queue for the app, writes
         flowing, no failure pending (the early-data limit is lifted by ``_accept``)."""
         if (
             self.read_paused
-            and not self.inbox
+            and not self._inbox_full()
             and not self.flow.write_paused
             and self.deferred_failure is None
             and self.handshake_complete
