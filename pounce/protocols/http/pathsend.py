@@ -145,6 +145,11 @@ async def _sendfile(transport: asyncio.Transport, flow: FlowControl, file: Binar
         except OSError as exc:
             transport.abort()
             raise ClientDisconnected("The client disconnected before the response was complete.") from exc
+        except RuntimeError:
+            # asyncio's "Transport is closing": the connection went while the slice waited to be sent.
+            if not transport.is_closing():
+                raise
+            raise ClientDisconnected("The client disconnected before the response was complete.") from None
         if not done:
             break  # The file ends earlier than it did when it was opened.
         sent += done
