@@ -51,7 +51,7 @@ from hyperframe.frame import GoAwayFrame
 from pounce.config import Config
 from pounce.observability.events import ProtocolName
 from pounce.protocols.http.h2_limits import H2Connection, InboundFrames, connection_error_code
-from pounce.protocols.http.multiplexed import MultiplexedProtocol, RequestHead
+from pounce.protocols.http.multiplexed import MultiplexedProtocol, RequestHead, carries_streams
 from pounce.protocols.http.stream_cycle import StreamCycle
 from pounce.server import ServerState
 
@@ -88,7 +88,9 @@ class H2Protocol(MultiplexedProtocol):
         self.limit_request_body = cfg.limit_request_body
         self.timeout_write = cfg.timeout_write
         self.inbound = InboundFrames(cfg.h2_max_reset_rate, cfg.h2_max_control_frame_rate, cfg.max_header_size)
-        self.conn = H2Connection(self.max_streams, cfg.max_header_size, self.inbound.charge_reset)
+        # RFC 8441: WebSockets on streams, when our WebSocket implementation is there to run them.
+        self.connect_protocol = carries_streams(cfg.ws_protocol_class)
+        self.conn = H2Connection(self.max_streams, cfg.max_header_size, self.inbound.charge_reset, self.connect_protocol)
         self._init_streams()
         # Streams above this id arrived after our shutdown GOAWAY and are refused (None: not shutting down).
         self._goaway_last_stream: int | None = None
@@ -158,6 +160,8 @@ class H2Protocol(MultiplexedProtocol):
                 cycle = self.streams.get(event.stream_id)
                 if isinstance(cycle, StreamCycle):
                     self._on_body_end(cycle)
+                elif cycle is not None:
+                    cycle.tunnel_ended()
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id:
                     window_cycle = self.streams.get(event.stream_id)
@@ -199,10 +203,18 @@ class H2Protocol(MultiplexedProtocol):
             # so the client may retry it).
             self._reset_for_client(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        self._start_request(stream_id, RequestHead(event.headers), event.stream_ended is not None)
+        head = RequestHead(event.headers)
+        if head.protocol is None:
+            self._start_request(stream_id, head, event.stream_ended is not None)
+        else:
+            self._start_tunnel(stream_id, head, event.stream_ended is not None)
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
-        self._on_body(event.stream_id, event.data, event.flow_controlled_length)
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and stream.tunnel:
+            stream.tunnel_data(event.data, event.flow_controlled_length)
+        else:
+            self._on_body(event.stream_id, event.data, event.flow_controlled_length)
 
     # Framing (``MultiplexedProtocol``)
     def _send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:

@@ -197,18 +197,21 @@ class H2Connection(h2.connection.H2Connection):
     # long-lived connection; frames in flight arrive within a round trip, for which 1,024 is ample.
     MAX_CLOSED_STREAMS = 1024
 
-    def __init__(self, max_concurrent_streams: int, max_header_list: int, on_reset: Callable[[], bool]) -> None:
+    def __init__(
+        self, max_concurrent_streams: int, max_header_list: int, on_reset: Callable[[], bool], connect_protocol: bool = False
+    ) -> None:
         super().__init__(h2.config.H2Configuration(client_side=False, header_encoding=None))
         codes = h2.settings.SettingCodes
-        # What the first SETTINGS frame advertises (RFC 9113 §6.5.2).
-        self.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-                codes.MAX_HEADER_LIST_SIZE: max_header_list,
-                codes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-            },
-        )
+        # What the first SETTINGS frame advertises (RFC 9113 §6.5.2); SETTINGS_ENABLE_CONNECT_PROTOCOL:
+        # extended CONNECT (RFC 8441 §3), for WebSockets on streams.
+        initial_values = {
+            codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            codes.MAX_HEADER_LIST_SIZE: max_header_list,
+            codes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+        }
+        if connect_protocol:
+            initial_values[codes.ENABLE_CONNECT_PROTOCOL] = 1
+        self.local_settings = h2.settings.Settings(client=False, initial_values=initial_values)
         self.decoder.max_header_list_size = max_header_list
         self._on_reset = on_reset
 

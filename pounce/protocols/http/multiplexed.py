@@ -23,6 +23,18 @@ from pounce.protocols.http.stream_cycle import StreamCycle, StreamOutput
 Headers = list[tuple[bytes, bytes]]
 
 
+def carries_streams(ws_protocol_class: type[asyncio.Protocol] | None) -> bool:
+    """Whether WebSockets can run on streams (RFC 8441/9220): ours can (``websockets.stream``); an
+    other implementation (a class named by --ws) knows only sockets, and wsproto may be missing."""
+    if ws_protocol_class is None:
+        return False
+    try:
+        from pounce.protocols.websockets.wsproto_impl import WSProtocol
+    except ImportError:  # pragma: no cover - the ws extra is not installed
+        return False
+    return issubclass(ws_protocol_class, WSProtocol)
+
+
 class RequestHead:
     """A request's header block as the stream protocols read it: pseudo-headers apart, the rest in order."""
 
@@ -87,6 +99,8 @@ class MultiplexedProtocol(BaseHTTPProtocol):
     max_streams: int
     max_fields: int
     timeout_write: float
+    # Extended CONNECT (RFC 8441, RFC 9220) advertised: a WebSocket may open on a stream.
+    connect_protocol = False
 
     def _init_streams(self) -> None:
         self.streams: dict[int, StreamOutput] = {}
@@ -160,12 +174,7 @@ class MultiplexedProtocol(BaseHTTPProtocol):
         if problem is None and ended and declared is not None and int(declared) != 0:
             problem = None, "content-length without DATA"  # RFC 9113 §8.1.1
         if problem is not None:
-            status, reason = problem
-            self._trace(f"{self.stream_label} stream {stream_id} refused: {reason}")
-            if status is None:
-                self._malformed(stream_id)
-            else:
-                self._answer(stream_id, status, reason, stop_request=not ended)
+            self._refuse(stream_id, *problem, stop_request=not ended)
             return None
         scope = self.build_scope(method, path, self.http_version, head.scope_headers())
         cycle = StreamCycle(self, stream_id, scope, head.expect_continue)
@@ -179,6 +188,32 @@ class MultiplexedProtocol(BaseHTTPProtocol):
         self._unset_keepalive_if_required()
         self._run_cycle(cycle, self._select_app())
         return cycle
+
+    def _start_tunnel(self, stream_id: int, head: RequestHead, ended: bool) -> None:
+        """An extended CONNECT (RFC 8441 §4, RFC 9220 §3): ``:protocol websocket`` opens a WebSocket on
+        the stream, with the ASGI ``websocket`` scope an HTTP/1.1 upgrade gets."""
+        if not self.connect_protocol or head.method != b"CONNECT" or ended or not head.path:
+            # We did not advertise it (RFC 8441 §3: the client must not send :protocol then), or the
+            # tunnel would have no request stream to run on: malformed.
+            self._malformed(stream_id)
+            return
+        if head.protocol != b"websocket":
+            self._answer(stream_id, 501, "Unsupported :protocol", stop_request=True)
+            return
+        problem = request_problem(head.method, head.path, head.authority, head.headers, self.max_fields, None)
+        if problem is not None:
+            self._refuse(stream_id, *problem, stop_request=True)
+            return
+        if self.draining:
+            # The server is going away: a WebSocket opened now would only be cut off again.
+            self._answer(stream_id, 503, "Service Unavailable", stop_request=True)
+            return
+        from pounce.protocols.websockets.stream import WebSocketStream  # the ws extra (wsproto)
+
+        scope = self.build_scope(head.method, head.path, self.http_version, head.scope_headers())
+        self.streams[stream_id] = WebSocketStream.open(self, stream_id, scope)
+        self._requests += 1
+        self._unset_keepalive_if_required()
 
     def _on_body(self, stream_id: int, data: bytes, credit: int) -> StreamCycle | None:
         """Request body for a stream (``credit``: the flow-controlled bytes it took); its cycle, if it
@@ -209,6 +244,14 @@ class MultiplexedProtocol(BaseHTTPProtocol):
             return
         cycle.more_body = False
         cycle.notify()
+
+    def _refuse(self, stream_id: int, status: int | None, reason: str, stop_request: bool) -> None:
+        """A request that failed its checks: answered with ``status``, or (None) malformed and reset."""
+        self._trace(f"{self.stream_label} stream {stream_id} refused: {reason}")
+        if status is None:
+            self._malformed(stream_id)
+        else:
+            self._answer(stream_id, status, reason, stop_request=stop_request)
 
     def _answer(self, stream_id: int, status: int, reason: str, stop_request: bool) -> None:
         """Answer a request ourselves (it is over a limit, or its body is late), on its stream only."""
@@ -352,9 +395,14 @@ class MultiplexedProtocol(BaseHTTPProtocol):
             "%s stream %d got no flow-control window for %s seconds; resetting it.",
             self.stream_label, cycle.stream_id, self.timeout_write,
         )
-        self._reset(cycle.stream_id, self.CANCEL)
-        self._forget(cycle)
-        self._flush_soon()
+        self.cancel_stream(cycle)
+
+    def cancel_stream(self, cycle: StreamOutput) -> None:
+        """Stop a stream that cannot go on (no credit in time, its WebSocket aborted): reset, forget."""
+        if self.is_open(cycle):
+            self._reset(cycle.stream_id, self.CANCEL)
+            self._forget(cycle)
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:

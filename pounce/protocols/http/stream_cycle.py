@@ -81,6 +81,15 @@ class StreamOutput:
     # Output waiting for flow-control credit: the deadline, and what was sent since it was armed.
     window_timer: asyncio.TimerHandle | None = None
     window_progress = 0
+    # A tunnel (a WebSocket on the stream, RFC 8441) takes the stream's DATA and end itself; a request's
+    # body is the connection's to check and hand to its cycle.
+    tunnel = False
+
+    def tunnel_data(self, data: bytes, credit: int) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def tunnel_ended(self) -> None:
+        raise NotImplementedError  # pragma: no cover
 
     def take_head(self) -> list[tuple[bytes, bytes]] | None:
         """The head, once."""

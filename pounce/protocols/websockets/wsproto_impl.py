@@ -367,24 +367,31 @@ class WSProtocol(asyncio.Protocol):
             return
         if request is None:
             return
-        self.request_seen = True
         self.early_data += self.handshake.trailing_data()
-        self.scope = build_scope(
-            request,
-            scheme=self.scheme,
-            server=self.server,
-            client=self.client,
-            root_path=self.root_path,
-            asgi_version=self.asgi_version,
-            state=self.app_state.copy(),
+        self.start(
+            build_scope(
+                request,
+                scheme=self.scheme,
+                server=self.server,
+                client=self.client,
+                root_path=self.root_path,
+                asgi_version=self.asgi_version,
+                state=self.app_state.copy(),
+            )
         )
-        self.scope["extensions"][EXTENSION_KEY] = self.server_state.event_bus.source
+
+    def start(self, scope: Scope) -> asyncio.Task[None]:
+        """The opening request is in (an upgrade, or an extended CONNECT on a stream): run the app."""
+        self.request_seen = True
+        self.scope = scope
+        scope["extensions"][EXTENSION_KEY] = self.server_state.event_bus.source
         if self.server_state.tracer is not None:
             self.started = _monotonic()
         self._put({"type": "websocket.connect"})
         task = self.loop.create_task(self.run_asgi())
         task.add_done_callback(self.on_task_complete)
         self.tasks.add(task)
+        return task
 
     # ------------------------------------------------------------------ incoming frames
 
