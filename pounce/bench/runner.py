@@ -66,6 +66,8 @@ class Run:
     load_other_cpu_pct: float = NAN
     # Requests per CPU-second the server used: barely moves when other processes steal its CPU.
     requests_per_cpu_sec: float = NAN
+    # Requests per CPU-second the load generator used: about the most it could drive on one CPU.
+    load_requests_per_cpu_sec: float = NAN
     rss_idle_bytes: int = 0
     rss_peak_bytes: int = 0
     pss_peak_bytes: int = 0
@@ -153,6 +155,7 @@ def measure(spec: ServerSpec, workload: Workload, cpus: CpuPlan, settings: Setti
         server_other_cpu_pct=window.server_other_pct, load_cpu_seconds=window.load_seconds,
         load_cpu_pct=window.load_pct, load_other_cpu_pct=window.load_other_pct,
         requests_per_cpu_sec=result.requests / window.server_seconds if window.server_seconds > 0 else NAN,
+        load_requests_per_cpu_sec=result.requests / result.cpu_seconds if result.cpu_seconds > 0 else NAN,
         rss_idle_bytes=idle.rss_bytes, rss_peak_bytes=sampler.peak.rss_bytes, pss_peak_bytes=sampler.peak_pss_bytes,
         processes=sampler.peak.processes,
         paced_by=paced_by(window.server_pct, window.server_other_pct, window.load_pct),
