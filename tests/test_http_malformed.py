@@ -68,6 +68,9 @@ ROWS: list[tuple[str, bytes, int, int | None]] = [
     ("bad-version", b"GET / HTTP/1.x\r\n" + H + b"\r\n", 400, 400),
     ("http-0.9", b"GET /\r\n\r\n", 400, 400),
     ("http-2.0-version", b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505, 505),
+    # No method is 64 bytes long: junk is refused at once, not buffered up to the request-line limit.
+    ("100k-bytes-without-a-request-line", b"x" * 100_000, 400, 400),
+    ("method-longer-than-any", b"X" * 65 + b" / HTTP/1.1\r\n" + H + b"\r\n", 400, 400),
     ("relative-target", b"GET foo HTTP/1.1\r\n" + H + b"\r\n", 400, 400),
     ("asterisk-with-get", b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400, 400),
     ("connect-authority-form", b"CONNECT example.org:443 HTTP/1.1\r\n" + H + b"\r\n", 400, 400),

@@ -128,6 +128,10 @@ class RequestHead:
         self.trailers = trailers
 
 
+# Longer than any registered method (the longest, UPDATEREDIRECTREF, has 17 bytes), with room to spare.
+MAX_METHOD = 64
+
+
 def te_accepts_trailers(value: bytes) -> bool:
     """Whether a TE field value (RFC 9110 §10.1.4) names "trailers" among the codings it accepts."""
     return any(coding.partition(b";")[0].strip(b" \t") == b"trailers" for coding in value.lower().split(b","))
@@ -184,6 +188,10 @@ def parse_request_head(
         # (The request line is looked for once: an earlier call that had more than max_line + 1 bytes
         # and did not refuse found its end in time, and a long head trickling in must not cost a
         # search of the whole line per read.)
+        # RFC 9112 §3: the method is a token ended by SP; no method is MAX_METHOD bytes long, so bytes
+        # that have not ended one by then are no request, whatever the request-line limit allows.
+        if len(buf) - start > MAX_METHOD and buf.find(b" ", start, start + MAX_METHOD + 1) < 0:
+            raise ProtocolError(400, "Invalid HTTP request line")
         line_room = start + max_line + 1
         if len(buf) > line_room >= scanned and buf.find(b"\r\n", start, line_room + 1) < 0:
             raise ProtocolError(414, "Request line too long")
@@ -209,6 +217,8 @@ def parse_request_head(
         # RFC 9110 §15.6.6: 505 for a major version we do not implement.
         raise ProtocolError(505, "HTTP version not supported")
     http_version = "1.0" if minor == b"0" else "1.1"
+    if len(method) > MAX_METHOD:
+        raise ProtocolError(400, "Invalid HTTP request line")
     if len(method) + len(target) + 10 > max_line:
         raise ProtocolError(414, "Request line too long")
     # RFC 9112 §3.2: origin-form ("/path"), absolute-form ("http://host/path") or, for OPTIONS only,
