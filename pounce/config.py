@@ -20,6 +20,7 @@ import os
 import socket
 import ssl
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from configparser import RawConfigParser
 from pathlib import Path
@@ -704,6 +705,14 @@ class Config:
         return variant
 
     def _resolve_ws(self) -> type[asyncio.Protocol] | None:
+        if self.ws == "websockets":
+            # Uvicorn 0.54 deprecates this name (its legacy implementation); so does Pounce, in its words.
+            warnings.warn(
+                "The `websockets` implementation is deprecated (as in Uvicorn); Pounce serves `--ws websockets` "
+                "with its wsproto engine. Use `--ws auto` to switch now.",
+                PounceDeprecationWarning,
+                stacklevel=2,
+            )
         ws = _resolve_alias("ws", self.ws)
         if isinstance(ws, str):
             target = WS_PROTOCOLS.get(ws, ws)
@@ -886,7 +895,8 @@ class Config:
 
     def setup_event_loop(self) -> None:
         raise AttributeError(
-            "The `setup_event_loop` method was replaced by `get_loop_factory`; it is not meant to be called directly."
+            "The `setup_event_loop` method was replaced by `get_loop_factory` in uvicorn 0.36.0 (Pounce follows that "
+            "API); neither is meant to be called directly."
         )
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:

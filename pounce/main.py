@@ -776,8 +776,10 @@ def __getattr__(name: str) -> Any:
     if name == "ServerState":
         import warnings
 
+        # Under the name it was imported by: compat/ makes this very module uvicorn.main too.
+        package = "uvicorn" if sys.modules.get("uvicorn.main") is sys.modules[__name__] else "pounce"
         warnings.warn(
-            "pounce.main.ServerState is deprecated, use pounce.server.ServerState instead.", DeprecationWarning
+            f"{package}.main.ServerState is deprecated, use {package}.server.ServerState instead.", DeprecationWarning
         )
         from pounce.server import ServerState
 

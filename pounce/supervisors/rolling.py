@@ -133,6 +133,8 @@ class WorkerPool(Generic[W]):
         # Handlers only queue the signal: the work happens on the main loop, outside signal context.
         self.signal_queue: list[int] = []
         self._previous_handlers: dict[int, Any] = {}
+        # Why this worker kind (and a warning about it), logged when the pool starts, after its start line.
+        self.announcements: list[tuple[int, str]] = []
 
     def _queue_signal(self, sig: int, frame: FrameType | None) -> None:
         self.signal_queue.append(sig)
@@ -171,6 +173,8 @@ class WorkerPool(Generic[W]):
     def run(self) -> None:
         self._install_signals()
         self._log_start()
+        for level, line in self.announcements:
+            logger.log(level, line)
         try:
             self.init_processes()
             while True:

@@ -55,15 +55,11 @@ def _run(config: Config) -> int:
         if not isinstance(config.app, str):
             logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
             return STARTUP_FAILURE
-        logger.info(choice.reason)
         sockets = [config.bind_socket()]
         from pounce.supervisors.multiprocess import Multiprocess
 
         pool = Multiprocess(config, sockets=sockets)
     else:
-        logger.info(choice.reason)
-        if choice.warning:
-            logger.warning(choice.warning)
         if not config.loaded:
             # One import for every thread; a failure here exits before anything is bound.
             with watch_gil("the app"):
@@ -72,6 +68,10 @@ def _run(config: Config) -> int:
         from pounce.supervisors.threads import ThreadWorkers
 
         pool = ThreadWorkers(config, sockets=sockets)
+    # Logged by the pool once it starts, after "Started parent process [pid]", as Uvicorn's first line.
+    pool.announcements.append((logging.INFO, choice.reason))
+    if choice.warning:
+        pool.announcements.append((logging.WARNING, choice.warning))
     try:
         pool.run()
     finally:
