@@ -183,6 +183,13 @@ class AioquicSession:
         if stream is not None and not stream.receiver.is_finished:
             quic.stop_stream(stream_id, error_code)
 
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        self.forget(stream_id)
+        quic = self._quic
+        stream = quic._streams.get(stream_id)
+        if stream is not None and not stream.receiver.is_finished:
+            quic.stop_stream(stream_id, error_code)
+
     def ping(self) -> None:
         self._quic.send_ping(0)
 

@@ -20,7 +20,9 @@ Bounds, as for HTTP/2 (README "Resource model"):
 * time: the QUIC idle timeout is ``--timeout-keep-alive``; a connection without streams closes after
   it as well, whatever PINGs keep QUIC busy (only streams count as activity, as for HTTP/2).
 
-An app that fails mid-response resets only its stream (H3_INTERNAL_ERROR). Graceful shutdown sends
+An extended CONNECT with ``:protocol websocket`` (RFC 9220; aioquic advertises
+SETTINGS_ENABLE_CONNECT_PROTOCOL) runs a WebSocket on its stream through the tunnel RFC 8441 uses
+(``websockets/stream.py``). An app that fails mid-response resets only its stream (H3_INTERNAL_ERROR). Graceful shutdown sends
 GOAWAY naming the first stream not served, lets the open streams finish, then CONNECTION_CLOSE.
 """
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from pounce.config import Config
 from pounce.observability.events import ProtocolName
-from pounce.protocols.http.multiplexed import MultiplexedProtocol, RequestHead
+from pounce.protocols.http.multiplexed import MultiplexedProtocol, RequestHead, carries_streams
 from pounce.protocols.http.stream_cycle import StreamCycle, StreamOutput
 from pounce.protocols.http3 import seam
 from pounce.protocols.http3.endpoint import H3Endpoint
@@ -102,6 +104,8 @@ class H3Protocol(MultiplexedProtocol):
         self.max_streams = cfg.h2_max_concurrent_streams
         self.max_fields = cfg.limit_request_fields
         self.timeout_write = cfg.timeout_write
+        # RFC 9220: WebSockets on request streams (extended CONNECT), as RFC 8441 runs them over HTTP/2.
+        self.connect_protocol = carries_streams(cfg.ws_protocol_class)
         self.endpoint = endpoint
         self.session = session
         self.peer = (str(peer[0]), int(peer[1]))
@@ -158,6 +162,8 @@ class H3Protocol(MultiplexedProtocol):
                     self._on_request(event)
                 elif event.ended and isinstance(cycle, StreamCycle):
                     self._on_body_end(cycle)  # request trailers end the body; ASGI has no place for them
+                elif event.ended and cycle.tunnel:
+                    cycle.tunnel_ended()
             elif isinstance(event, seam.StreamReset):
                 reset_cycle = self.streams.get(event.stream_id)
                 if self.server_state.events is not None:
@@ -188,8 +194,12 @@ class H3Protocol(MultiplexedProtocol):
         if self._over_stream_limit():
             self._reset(stream_id, seam.H3_REQUEST_REJECTED)
             return
-        cycle = self._start_request(stream_id, RequestHead(event.headers), event.ended)
-        if cycle is not None and self._ping_timer is None:
+        head = RequestHead(event.headers)
+        if head.protocol is None:
+            self._start_request(stream_id, head, event.ended)
+        else:
+            self._start_tunnel(stream_id, head, event.ended)  # RFC 9220: a WebSocket on this stream
+        if stream_id in self.streams and self._ping_timer is None:
             self._ping_timer = self.loop.call_later(self.timeout_keep_alive / 2, self._ping)
 
     def _ping(self) -> None:
@@ -201,6 +211,12 @@ class H3Protocol(MultiplexedProtocol):
             self._ping_timer = self.loop.call_later(self.timeout_keep_alive / 2, self._ping)
 
     def _on_data(self, event: seam.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and stream.tunnel:
+            stream.tunnel_data(event.data, len(event.data))
+            if event.ended:
+                stream.tunnel_ended()
+            return
         cycle = self._on_body(event.stream_id, event.data, len(event.data))
         if cycle is not None and event.ended:
             self._on_body_end(cycle)
@@ -231,8 +247,9 @@ class H3Protocol(MultiplexedProtocol):
         self._reset(stream_id, seam.H3_MESSAGE_ERROR)
 
     def _stop_request(self, stream_id: int) -> None:
-        # RFC 9114 §4.1.1: a complete response, then STOP_SENDING H3_NO_ERROR for the rest of the body.
-        self.session.reset_stream(stream_id, seam.H3_NO_ERROR)
+        # RFC 9114 §4.1.1: a complete response, then STOP_SENDING H3_NO_ERROR for the rest of the body
+        # (a RESET_STREAM would discard the response).
+        self.session.stop_sending(stream_id, seam.H3_NO_ERROR)
 
     def _last_stream_done(self) -> None:
         self._flush_soon()  # the last stream's end goes out first, then the close

@@ -139,6 +139,11 @@ class QuicSession(Protocol):
         """End one request stream both ways (RESET_STREAM and STOP_SENDING); the others go on."""
         ...
 
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        """STOP_SENDING only: our answer on the stream is complete and goes out; the rest of the
+        request is not wanted (RFC 9114 §4.1.1)."""
+        ...
+
     def ping(self) -> None:
         """Elicit an acknowledgement: keeps the QUIC idle timer from ending a connection whose app is
         slow to answer (nothing else would flow meanwhile)."""
