@@ -10,6 +10,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,11 @@ class Certs:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("h3certs")
+    return write_certs(tmp_path_factory.mktemp("h3certs"))
+
+
+def write_certs(d: Path) -> Certs:
+    """A test CA, and a certificate for 127.0.0.1 and localhost it issued, as files in ``d``."""
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     ca.cert_pem.write_to_path(d / "ca.pem")
@@ -290,6 +295,44 @@ def test_shutdown_mid_stream(certs: Certs) -> None:
     assert client.goaway
     assert client.terminated is not None and client.terminated.error_code == 0x100
     assert the_app.events == []
+
+
+def test_limit_concurrency(certs: Certs) -> None:
+    """--limit-concurrency counts HTTP/3 connections and request tasks as on TCP: past it, 503."""
+
+    async def go(running: RunningServer) -> None:
+        async with h3_connect(h3_port(running), certs.ca_pem) as client:
+            slow = [client.start("GET", "/slow") for _ in range(3)]
+            await asyncio.sleep(0.15)
+            refused = await client.request("GET", "/")  # 3 tasks running: at the limit
+            assert refused.status == 503
+            await asyncio.wait_for(asyncio.gather(*(r.done for r in slow)), 10)
+            assert all(r.status == 200 and bytes(r.body) == b"01234done" for r in slow)
+            served = await client.request("GET", "/")
+            assert served.status == 200 and bytes(served.body) == b"3 https"
+            async with h3_connect(h3_port(running), certs.ca_pem), h3_connect(h3_port(running), certs.ca_pem) as third:
+                assert (await third.request("GET", "/")).status == 503  # 3 connections
+
+    with run_server(StatefulApp(), http3=True, ssl_certfile=certs.cert, ssl_keyfile=certs.key, limit_concurrency=3) as running:
+        run(go(running))
+
+
+def test_idle_timeout(certs: Certs) -> None:
+    """--timeout-keep-alive: a connection without streams is closed after it (CONNECTION_CLOSE, H3_NO_ERROR);
+    a response that takes longer than it is not cut off (PINGs keep QUIC's idle timer from firing)."""
+
+    async def go(running: RunningServer) -> tuple[H3Client, float]:
+        async with h3_connect(h3_port(running), certs.ca_pem) as client:
+            response = await client.request("GET", "/slow")  # 0.5 s, longer than half the timeout
+            assert response.status == 200 and bytes(response.body) == b"01234done"
+            started = time.monotonic()
+            await asyncio.wait_for(client.closed_event.wait(), 5)
+            return client, time.monotonic() - started
+
+    with run_server(StatefulApp(), http3=True, ssl_certfile=certs.cert, ssl_keyfile=certs.key, timeout_keep_alive=1) as running:
+        client, idle = run(go(running))
+    assert 0.5 < idle < 3, idle
+    assert client.terminated is not None and client.terminated.error_code == 0x100
 
 
 @pytest.mark.parametrize(
