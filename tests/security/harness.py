@@ -80,7 +80,7 @@ def serve(app: str, *args: str, tmp_path: Path) -> Iterator[ServerProcess]:
         )
     sock.close()
     try:
-        _ready(port, time.monotonic() + 15)
+        _ready(port, time.monotonic() + 30)
         yield ServerProcess(proc, port, log)
     finally:
         proc.terminate()
