@@ -137,3 +137,21 @@ def test_websocket_server_close_deny_and_http_response(served: RunningServer, ce
             assert await other.head() == 200
 
     run(go())
+
+
+def test_without_our_websockets_extended_connect_is_not_offered(certs: Certs) -> None:  # noqa: F811
+    """--ws none: no SETTINGS_ENABLE_CONNECT_PROTOCOL, and an extended CONNECT is malformed (H3_MESSAGE_ERROR)."""
+
+    async def go(running: RunningServer) -> None:
+        async with h3_connect(int(running.server.http3.port), certs.ca_pem) as client:
+            response = await client.request("GET", "/")
+            assert response.status == 200
+            assert client.http._received_settings is not None
+            assert Setting.ENABLE_CONNECT_PROTOCOL not in client.http._received_settings
+            ws = H3WebSocket(client, "/echo")
+            await asyncio.wait_for(ws.response.done, 5)
+            assert ws.response.status is None and ws.response.reset == 0x10E
+            assert (await client.request("GET", "/")).status == 200  # the connection goes on
+
+    with run_server(app, http3=True, ssl_certfile=certs.cert, ssl_keyfile=certs.key, ws="none") as running:
+        run(go(running))

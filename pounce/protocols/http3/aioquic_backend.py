@@ -24,7 +24,7 @@ from typing import Any
 
 from aioquic._buffer import Buffer
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, encode_frame
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, Setting, encode_frame
 from aioquic.h3 import events as h3_events
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
@@ -88,12 +88,27 @@ class _FlowControlledConnection(QuicConnection):
             receiver.highest_offset = highest
 
 
+class _H3Connection(H3Connection):
+    """aioquic's H3 layer, advertising SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 9220) only when we can run
+    a WebSocket on a stream (aioquic always does)."""
+
+    def __init__(self, quic: QuicConnection, connect_protocol: bool) -> None:
+        self._connect_protocol = connect_protocol
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if not self._connect_protocol:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        return settings
+
+
 class AioquicSession:
     """One connection: ``seam.QuicSession`` over aioquic."""
 
-    def __init__(self, quic: _FlowControlledConnection, original_cid: bytes) -> None:
+    def __init__(self, quic: _FlowControlledConnection, original_cid: bytes, connect_protocol: bool = True) -> None:
         self._quic = quic
-        self._h3 = H3Connection(quic)
+        self._h3 = _H3Connection(quic, connect_protocol)
         self._cids = [original_cid, quic.host_cid]
         self._events: list[seam.SessionEvent] = []
 
@@ -234,6 +249,7 @@ class AioquicBackend:
         connection_window: int,
         zero_rtt: bool,
         retry: bool,
+        connect_protocol: bool = True,
     ) -> None:
         configuration = QuicConfiguration(
             is_client=False,
@@ -248,6 +264,7 @@ class AioquicBackend:
         self.max_streams = max_streams
         self.stream_window = stream_window
         self.connection_window = connection_window
+        self.connect_protocol = connect_protocol  # extended CONNECT (RFC 9220) advertised
         self._retry = QuicRetryTokenHandler() if retry else None
         # Without a ticket store aioquic issues no session tickets, and so accepts no 0-RTT data.
         self._tickets = _TicketStore() if zero_rtt else None
@@ -314,7 +331,7 @@ class AioquicBackend:
         quic.connection_window = self.connection_window
         # Advertised in the transport parameters, which are written at the first datagram: set it now.
         quic._local_max_streams_bidi.value = self.max_streams
-        return AioquicSession(quic, packet.destination_cid)
+        return AioquicSession(quic, packet.destination_cid, self.connect_protocol)
 
     def refuse(self, packet: seam.InitialPacket) -> bytes | None:
         return self._initial_close(packet, QuicErrorCode.CONNECTION_REFUSED)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pounce.config import Config
+from pounce.protocols.http.multiplexed import carries_streams
 from pounce.protocols.http3.endpoint import H3Endpoint
 from pounce.protocols.http3.seam import Address, QuicBackend, QuicSession
 from pounce.server import ServerState
@@ -37,6 +38,7 @@ def make_backend(config: Config) -> QuicBackend:
         connection_window=STREAM_WINDOW * min(cfg.h2_max_concurrent_streams, 64),
         zero_rtt=options.zero_rtt,
         retry=options.retry,
+        connect_protocol=carries_streams(cfg.ws_protocol_class),  # WebSockets on streams (RFC 9220)
     )
 
 
