@@ -867,7 +867,14 @@ class WSProtocol(asyncio.Protocol):
         ``get_write_buffer_size`` (a test double) is judged by flow control: paused is over its
         high-water mark, the case that matters here."""
         size = getattr(self.transport, "get_write_buffer_size", None)
-        return bool(size()) if size is not None else self.flow.write_paused
+        if size is None:
+            return self.flow.write_paused
+        try:
+            return bool(size())
+        except AttributeError:
+            # asyncio's TLS transport once its connection is gone (its SSL protocol is None): nothing
+            # can be waiting to go out any more (seen when a browser left a wss:// page).
+            return False
 
     def _put_disconnect(self, message: Message) -> None:
         # One disconnect per connection: a close frame followed by connection_lost (or a shutdown
