@@ -294,6 +294,7 @@ class Config:
         port: int = 8000,
         uds: str | None = None,
         fd: int | None = None,
+        pid_file: str | os.PathLike[str] | None = None,
         loop: LoopFactoryType | str = "auto",
         http: type[asyncio.Protocol] | HTTPProtocolType | str = "auto",
         http2: bool = False,
@@ -370,6 +371,8 @@ class Config:
         self.port = port
         self.uds = uds
         self.fd = fd
+        # Containers and init scripts: pounce/container.py writes it once bound.
+        self.pid_file = pid_file
         self.loop = loop
         self.http = http
         self.http2 = http2

@@ -45,9 +45,11 @@ from pounce.config import (
     WSProtocolType,
 )
 from pounce.bench.entry import ServeOrBench
+from pounce.container import PidFile
 from pounce.importer import ImportFromStringError, import_from_string
 from pounce.observability.bus import EventHandler, check_handler
 from pounce.server import Server
+from pounce.systemd import activated_sockets, service_manager
 
 LEVEL_CHOICES = click.Choice(list(LOG_LEVELS.keys()))
 LIFESPAN_CHOICES = click.Choice(list(LIFESPAN.keys()))
@@ -90,6 +92,12 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 )
 @click.option("--uds", type=str, default=None, help="Bind to a UNIX domain socket.")
 @click.option("--fd", type=int, default=None, help="Bind to socket from this file descriptor.")
+@click.option(
+    "--pid-file",
+    type=str,
+    default=None,
+    help="Write the server's process id to this file once it is bound; removed on exit.",
+)
 @click.option("--reload", is_flag=True, default=False, help="Enable auto-reload.")
 @click.option(
     "--reload-dir",
@@ -590,6 +598,7 @@ def run(
     port: int = 8000,
     uds: str | None = None,
     fd: int | None = None,
+    pid_file: str | None = None,
     loop: LoopFactoryType | str = "auto",
     http: type[asyncio.Protocol] | HTTPProtocolType | str = "auto",
     http2: bool = False,
@@ -669,6 +678,7 @@ def run(
         port=port,
         uds=uds,
         fd=fd,
+        pid_file=pid_file,
         loop=loop,
         http=http,
         http2=http2,
@@ -753,16 +763,26 @@ def run(
 
     server = Server(config=config)
     exit_code = 0
+    pid_writer: PidFile | None = None
     try:
         if supervised:
             from pounce.supervisors import run_supervised
 
             exit_code = run_supervised(config)
         else:
-            server.run()
+            # Under systemd: serve the sockets it passed, tell it when we serve (pounce/systemd.py).
+            activated = activated_sockets() or None
+            server.service = service_manager()
+            if config.pid_file:
+                pid_writer = PidFile(config.pid_file)
+                server.on_started.append(pid_writer.write)
+                server.on_stopped.append(pid_writer.remove)
+            server.run(sockets=activated)
     except KeyboardInterrupt:
         pass
     finally:
+        if pid_writer is not None:
+            pid_writer.remove()
         if config.uds and os.path.exists(config.uds):
             os.remove(config.uds)
 

@@ -40,6 +40,7 @@ from pounce.observability.runtime import STANDALONE, Telemetry, WorkerIdentity, 
 if TYPE_CHECKING:
     from pounce.observability.request_metrics import RequestRecorder
     from pounce.observability.tracing import RequestTracer
+    from pounce.systemd import ServiceManager
 
 HANDLED_SIGNALS = (
     signal.SIGINT,  # Unix signal 2. Sent by Ctrl+C.
@@ -159,6 +160,12 @@ class Server:
         # --http3: the UDP endpoint (pounce/protocols/http3/), and the Alt-Svc header announcing it.
         self.http3: Any = None
         self._extra_headers: list[tuple[bytes, bytes]] = []
+        # Set by pounce.main for a server that is the top process (never for a supervisor's workers):
+        # systemd's notifications (pounce/systemd.py), what runs once it serves and once it has stopped
+        # (the pid file): the latter before a caught SIGTERM is re-raised and ends the process.
+        self.service: ServiceManager | None = None
+        self.on_started: list[Callable[[], None]] = []
+        self.on_stopped: list[Callable[[], None]] = []
 
     @functools.cached_property
     def limit_max_requests(self) -> int | None:
@@ -206,9 +213,16 @@ class Server:
                 )
                 announced = True
             await self.startup(sockets=sockets)
+            if self.started:
+                for started in self.on_started:
+                    started()
+                if self.service is not None:
+                    self.service.ready(self._status_line())
             if not self.should_exit:
                 await self.main_loop()
             if self.started:
+                if self.service is not None:
+                    self.service.stopping()
                 await self.shutdown(sockets=sockets)
                 logger.info(
                     "Finished server process [%d]", process_id, extra={"color_message": _cyan_pid_message("Finished")}
@@ -231,6 +245,8 @@ class Server:
                 tracer.flush()
             for undo in unsubscribe:
                 undo()
+            for stopped in self.on_stopped:
+                stopped()
             if self._owns_telemetry and self.telemetry is not None:
                 self.telemetry.close()
                 self.telemetry = None
@@ -396,10 +412,17 @@ class Server:
                     self.last_notified = current_time
                     await self.config.callback_notify()
 
+        if self.service is not None:
+            # From this loop's own tick: the watchdog is fed only while the loop runs.
+            self.service.tick(self._status_line())
+
         if self.should_exit:
             return True
 
         return self.max_requests_exceeded()
+
+    def _status_line(self) -> str:
+        return f"serving, {len(self.server_state.connections)} connections"
 
     def max_requests_exceeded(self) -> bool:
         """True once ``--limit-max-requests`` is reached; supervisors override it to recycle the worker."""

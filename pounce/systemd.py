@@ -133,4 +133,112 @@ def watchdog_interval(environ: MutableMapping[str, str] | None = None) -> float 
     return int(usec) / 2e6
 
 
-__all__ = ["ActivatedSocket", "LISTEN_FDS_START", "Notifier", "listen_fds", "watchdog_interval"]
+# Read once per process: listen_fds() removes the variables, so a second look would find nothing.
+_activated: list[ActivatedSocket] | None = None
+
+
+def activated_sockets() -> list[socket.socket]:
+    """The sockets systemd passed to this process (empty: bind as configured), each logged once taken over.
+
+    Malformed activation variables stop the server (exit code 3) rather than letting it bind a port of
+    its own behind systemd's back.
+    """
+    global _activated
+    if _activated is None:
+        try:
+            _activated = listen_fds()
+        except ValueError as exc:
+            logger.error("%s", exc)
+            raise SystemExit(3) from None
+        for item in _activated:
+            logger.info("Pounce running on socket %s activated by systemd (%s)", _describe(item.sock), item.name)
+    return [item.sock for item in _activated]
+
+
+def _describe(sock: socket.socket) -> str:
+    try:
+        address = sock.getsockname()
+    except OSError:  # pragma: no cover - a socket we cannot ask
+        return f"fd {sock.fileno()}"
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{address.decode() if isinstance(address, bytes) else address}"
+    kind = "udp" if sock.type == socket.SOCK_DGRAM else "tcp"
+    host, port = address[0], address[1]
+    return f"{kind}://[{host}]:{port}" if ":" in host else f"{kind}://{host}:{port}"
+
+
+class ServiceManager:
+    """What the top process (single server or supervisor) tells systemd: readiness, reloads, stop, status,
+    and the watchdog pings, sent from the loop whose health they vouch for (``tick``)."""
+
+    # STATUS= is for humans reading ``systemctl status``: at most this often, and only when it changed.
+    STATUS_EVERY = 1.0
+
+    def __init__(self, notifier: Notifier, watchdog: float | None) -> None:
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self._next_ping = 0.0
+        self._next_status = 0.0
+        self._last_status = ""
+
+    @classmethod
+    def from_environ(cls, environ: MutableMapping[str, str] | None = None) -> ServiceManager | None:
+        """The manager for ``NOTIFY_SOCKET``, or None. The variables are removed (as ``sd_notify``'s
+        ``unset_environment``), so workers this process starts neither notify nor ping in its name."""
+        env = os.environ if environ is None else environ
+        interval = watchdog_interval(env)
+        address = env.pop("NOTIFY_SOCKET", None)
+        for key in ("WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(key, None)
+        if not address:
+            return None
+        return cls(Notifier(address), interval)
+
+    def ready(self, status: str) -> None:
+        self._last_status = status
+        self.notifier.ready(status)
+
+    def reloading(self) -> None:
+        self.notifier.reloading()
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
+
+    def tick(self, status: str | None = None) -> None:
+        """Called from every turn of the healthy main loop: ping the watchdog when due, post a changed status."""
+        now = time.monotonic()
+        if self.watchdog is not None and now >= self._next_ping:
+            self._next_ping = now + self.watchdog
+            self.notifier.watchdog()
+        if status is not None and status != self._last_status and now >= self._next_status:
+            self._next_status = now + self.STATUS_EVERY
+            self._last_status = status
+            self.notifier.status(status)
+
+    def close(self) -> None:
+        self.notifier.close()
+
+
+_service: ServiceManager | None = None
+_service_read = False
+
+
+def service_manager() -> ServiceManager | None:
+    """This process's ServiceManager (None when not run by a service manager); read from the environment once."""
+    global _service, _service_read
+    if not _service_read:
+        _service_read = True
+        _service = ServiceManager.from_environ()
+    return _service
+
+
+__all__ = [
+    "ActivatedSocket",
+    "LISTEN_FDS_START",
+    "Notifier",
+    "ServiceManager",
+    "activated_sockets",
+    "listen_fds",
+    "service_manager",
+    "watchdog_interval",
+]

@@ -8,6 +8,7 @@ the parent marks a child dead when it exits so its live gauges leave the sum.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from multiprocessing import Pipe
 from socket import socket
 from typing import TYPE_CHECKING
 
+from pounce.container import is_init, reap_orphans
 from pounce.observability.events import DrainReason, StartReason
 from pounce.observability.runtime import MultiprocessMetrics, WorkerIdentity
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
@@ -240,6 +242,19 @@ class Multiprocess(WorkerPool[Process]):
     @processes_num.setter
     def processes_num(self, value: int) -> None:
         self.workers_num = value
+
+    def reap_orphans(self) -> None:
+        if not is_init():
+            return
+        from multiprocessing import resource_tracker
+
+        # active_children() also joins workers that have exited, as join() would.
+        ours = {child.pid for child in multiprocessing.active_children() if child.pid is not None}
+        tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+        if tracker is not None:
+            ours.add(tracker)
+        ours.update(w.pid for w in self._workers + [w for w, _ in self.retiring] if w.pid is not None)
+        reap_orphans(ours)
 
     def _log_start(self) -> None:
         message, color_message = pid_message("Started", "parent process")

@@ -35,6 +35,7 @@ from pounce.supervisors.spawn import Status
 
 if TYPE_CHECKING:
     from pounce.config import Config
+    from pounce.systemd import ServiceManager
 
 STARTUP_FAILURE = 3  # Same value as pounce.config.STARTUP_FAILURE; kept here to avoid importing the app stack.
 
@@ -135,6 +136,9 @@ class WorkerPool(Generic[W]):
         self._previous_handlers: dict[int, Any] = {}
         # Why this worker kind (and a warning about it), logged when the pool starts, after its start line.
         self.announcements: list[tuple[int, str]] = []
+        # Under systemd (NOTIFY_SOCKET): told READY=1 once every first worker serves, pinged each tick.
+        self.service: ServiceManager | None = None
+        self._announced_ready = False
 
     def _queue_signal(self, sig: int, frame: FrameType | None) -> None:
         self.signal_queue.append(sig)
@@ -183,12 +187,43 @@ class WorkerPool(Generic[W]):
                     break
                 self.keep_subprocess_alive()
                 self.reap_retiring()
+                self.reap_orphans()
+                self._tell_service()
                 self._sleep(TICK)
         finally:
+            if self.service is not None:
+                self.service.stopping()
             self.terminate_all()
             self.join_all()
             self._restore_signals()
         self._log_stop()
+
+    def reap_orphans(self) -> None:
+        """Process workers reap re-parented orphans when this is PID 1 (pounce/container.py)."""
+
+    def open_connections(self) -> int | None:
+        """Connections open across the workers, where the supervisor can count them (thread workers)."""
+        return None
+
+    def status_line(self) -> str:
+        connections = self.open_connections()
+        line = f"{len(self._workers)} {self.plural} serving"
+        return line if connections is None else f"{line}, {connections} connections"
+
+    def _tell_service(self) -> None:
+        service = self.service
+        if service is None:
+            return
+        if not self._announced_ready:
+            # READY=1 only once every worker accepts: systemd then starts what depends on us.
+            # Waiting here is bounded by the health-check timeout; an unready worker is retried next tick.
+            timeout = self.config.timeout_worker_healthcheck
+            if not all(worker.wait_until_ready(timeout, self.stopping) for worker in self._workers):
+                service.tick()
+                return
+            self._announced_ready = True
+            service.ready(self.status_line())
+        service.tick(self.status_line())
 
     def _sleep(self, seconds: float) -> None:
         # Short steps so a queued signal is handled promptly (Event.set from a handler can deadlock).
@@ -359,7 +394,11 @@ class WorkerPool(Generic[W]):
 
     def handle_hup(self) -> None:
         logger.info("Received SIGHUP, restarting %s.", self.plural)
+        if self.service is not None:
+            self.service.reloading()
         self.restart_all()
+        if self.service is not None and not self.stopping.is_set():
+            self.service.ready(self.status_line())
 
     def handle_ttin(self) -> None:
         logger.info("Received SIGTTIN, increasing the number of %s.", self.plural)

@@ -6,8 +6,10 @@ import logging
 from socket import socket
 from typing import TYPE_CHECKING, Any
 
+from pounce.container import PidFile
 from pounce.supervisors.mode import choose_mode, watch_gil
 from pounce.supervisors.rolling import STARTUP_FAILURE, WorkerPool
+from pounce.systemd import activated_sockets, service_manager
 
 if TYPE_CHECKING:
     from pounce.config import Config
@@ -31,7 +33,7 @@ def _run(config: Config) -> int:
     if config.should_reload:
         from pounce.server import Server
 
-        sock = config.bind_socket()
+        sock = _listeners(config)[0]
         # --metrics: the reloader serves them (old and new children overlap while the new code starts),
         # the children write prometheus-client multiprocess files, as process workers do.
         metrics = _multiprocess_metrics(config)
@@ -55,7 +57,7 @@ def _run(config: Config) -> int:
         if not isinstance(config.app, str):
             logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
             return STARTUP_FAILURE
-        sockets = [config.bind_socket()]
+        sockets = _listeners(config)
         from pounce.supervisors.multiprocess import Multiprocess
 
         pool = Multiprocess(config, sockets=sockets)
@@ -64,7 +66,7 @@ def _run(config: Config) -> int:
             # One import for every thread; a failure here exits before anything is bound.
             with watch_gil("the app"):
                 config.load()
-        sockets = [config.bind_socket()]
+        sockets = _listeners(config)
         from pounce.supervisors.threads import ThreadWorkers
 
         pool = ThreadWorkers(config, sockets=sockets)
@@ -72,11 +74,22 @@ def _run(config: Config) -> int:
     pool.announcements.append((logging.INFO, choice.reason))
     if choice.warning:
         pool.announcements.append((logging.WARNING, choice.warning))
+    pool.service = service_manager()
+    pid_file = PidFile(config.pid_file) if config.pid_file else None
+    if pid_file is not None:
+        pid_file.write()  # after the bind: whoever reads it can reach the server
     try:
         pool.run()
     finally:
+        if pid_file is not None:
+            pid_file.remove()
         _close(sockets)
     return pool.exit_code
+
+
+def _listeners(config: Config) -> list[socket]:
+    """The sockets systemd passed us (socket activation), else the one bound as configured."""
+    return activated_sockets() or [config.bind_socket()]
 
 
 def _multiprocess_metrics(config: Config) -> MultiprocessMetrics | None:

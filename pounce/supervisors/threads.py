@@ -232,6 +232,9 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
             if self.telemetry is not None:
                 self.telemetry.close()
 
+    def open_connections(self) -> int | None:
+        return sum(len(worker.server.server_state.connections) for worker in self._workers)
+
     def new_worker(self, reason: StartReason = "initial") -> ThreadWorker:
         if not self.generation_config.loaded:
             self.generation_config.load()
