@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce._compat import asyncio_run
 from pounce.config import STARTUP_FAILURE, Config, ServerConfig
+from pounce.drain import Drain, websocket_close_delay
 from pounce.observability.bus import EventBus
 from pounce.observability.access import AccessLogSubscriber
 from pounce.observability.events import (
@@ -96,6 +97,8 @@ class ServerState:
         self.observing = False
         # The access log's subscription to the bus, once made (see ``enable_access_log``).
         self.access_log: Callable[[], None] | None = None
+        # scope["extensions"]["pounce.drain"] of every request of this worker (pounce/drain.py).
+        self.drain = Drain()
 
     def _events_changed(self, active: bool, requests: bool) -> None:
         self.events = self.event_bus if active else None
@@ -157,6 +160,8 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self._captured_signals: list[int] = []
         self._told_to_shut_down: set[Any] = set()
+        # Until then (monotonic), open WebSockets are left to the app, which sees the drain (pounce/drain.py).
+        self._websockets_close_at = 0.0
         # --http3: the UDP endpoint (pounce/protocols/http3/), and the Alt-Svc header announcing it.
         self.http3: Any = None
         self._extra_headers: list[tuple[bytes, bytes]] = []
@@ -452,6 +457,10 @@ class Server:
                 ServerStopping(time=now, worker_id=events.worker_id, open_connections=len(self.server_state.connections))
             )
 
+        # Tell the app first: long-lived responses (SSE, long polls) can end themselves now.
+        self.server_state.drain.start()
+        self._websockets_close_at = time.monotonic() + websocket_close_delay(self.config.timeout_graceful_shutdown)
+
         # Stop accepting new connections.
         for server in self.servers:
             server.close()
@@ -506,8 +515,11 @@ class Server:
     def _shutdown_connections(self) -> None:
         # Connections accepted just before the listeners closed reach connection_made a few loop turns
         # later, after the first sweep: sweep again while waiting, telling each connection once.
+        defer_websockets = time.monotonic() < self._websockets_close_at
         for connection in list(self.server_state.connections):
             if connection not in self._told_to_shut_down:
+                if defer_websockets and getattr(connection, "drain_open", _never)():
+                    continue  # an open WebSocket: its app was told; 1012 comes later (pounce/drain.py)
                 self._told_to_shut_down.add(connection)
                 connection.shutdown()
 
@@ -549,6 +561,10 @@ class Server:
             self.force_exit = True
         else:
             self.should_exit = True
+
+
+def _never() -> bool:
+    return False
 
 
 def _cyan_pid_message(verb: str) -> str:

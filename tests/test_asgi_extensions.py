@@ -142,7 +142,7 @@ def _extensions_seen(running: RunningServer, request: bytes) -> list[str]:
 
 
 async def list_extensions(scope: Scope, receive: Any, send: Any) -> None:
-    names = " ".join(name for name in scope["extensions"] if name != "pounce.events")
+    names = " ".join(name for name in scope["extensions"] if not name.startswith("pounce."))  # ours: events, drain
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(names))]})
     await send({"type": "http.response.body", "body": names.encode()})
 

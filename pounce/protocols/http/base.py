@@ -17,6 +17,7 @@ from typing import Any
 
 from pounce._types import ASGI3Application, Scope
 from pounce.config import Config
+from pounce.drain import DRAIN_KEY
 from pounce.logging import TRACE_LOG_LEVEL
 from pounce.observability import hooks
 from pounce.observability.bus import EXTENSION_KEY
@@ -143,7 +144,11 @@ class BaseHTTPProtocol(asyncio.Protocol):
         """The ``scope["extensions"]`` dicts of this connection's requests, built once per connection and
         shared by its scopes (as ``EventBus.scope_extensions`` shares its dict): per HTTP version,
         since early hints need HTTP/1.1, and with trailers only for a request that accepts them."""
-        extensions: dict[str, Any] = {EXTENSION_KEY: self.server_state.event_bus.source, PATHSEND: {}}
+        extensions: dict[str, Any] = {
+            EXTENSION_KEY: self.server_state.event_bus.source,
+            DRAIN_KEY: self.server_state.drain,  # one object per worker (pounce/drain.py)
+            PATHSEND: {},
+        }
         if self.scheme == "https":
             extensions["tls"] = tls_extension(transport)
         self.extensions = extensions

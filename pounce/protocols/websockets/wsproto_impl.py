@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 from pounce._types import ASGI3Application, ASGISendEvent, Message, Scope
 from pounce.logging import TRACE_LOG_LEVEL
 from pounce.observability import hooks
+from pounce.drain import DRAIN_KEY
 from pounce.observability.bus import EXTENSION_KEY
 from pounce.observability.events import Initiator
 from pounce.protocols.http.flow_control import FlowControl
@@ -330,6 +331,11 @@ class WSProtocol(asyncio.Protocol):
         self.disconnected = True  # send() raises from now on, before connection_lost comes
         self.transport.abort()
 
+    def drain_open(self) -> bool:
+        """Whether the server should leave this connection to its app for now, when draining begins: an
+        accepted WebSocket nobody has started closing (pounce/drain.py)."""
+        return self.handshake_complete and not (self.close_sent or self.disconnected or self.peer_closed)
+
     def shutdown(self) -> None:
         """Server shutdown: close open WebSockets with 1012 (service restart)."""
         self.keepalive.stop()
@@ -385,6 +391,7 @@ class WSProtocol(asyncio.Protocol):
         self.request_seen = True
         self.scope = scope
         scope["extensions"][EXTENSION_KEY] = self.server_state.event_bus.source
+        scope["extensions"][DRAIN_KEY] = self.server_state.drain
         if self.server_state.tracer is not None:
             self.started = _monotonic()
         self._put({"type": "websocket.connect"})
