@@ -432,6 +432,13 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 )
 @click.option("--ssl-keyfile", type=str, default=None, help="SSL key file", show_default=True)
 @click.option("--ssl-certfile", type=str, default=None, help="SSL certificate file", show_default=True)
+@click.option(
+    "--ssl-reload-interval",
+    type=float,
+    default=None,
+    help="Check the certificate and key files this often (seconds) and load them again when they change "
+    "(SIGHUP loads them again too).",
+)
 @click.option("--ssl-keyfile-password", type=str, default=None, help="SSL keyfile password", show_default=True)
 @click.option(
     "--ssl-version",
@@ -634,6 +641,7 @@ def run(
     timeout_worker_healthcheck: int = 5,
     ssl_keyfile: str | os.PathLike[str] | None = None,
     ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_reload_interval: float | None = None,
     ssl_keyfile_password: str | None = None,
     ssl_version: int = SSL_PROTOCOL_VERSION,
     ssl_cert_reqs: int = ssl.CERT_NONE,
@@ -714,6 +722,7 @@ def run(
         timeout_worker_healthcheck=timeout_worker_healthcheck,
         ssl_keyfile=ssl_keyfile,
         ssl_certfile=ssl_certfile,
+        ssl_reload_interval=ssl_reload_interval,
         ssl_keyfile_password=ssl_keyfile_password,
         ssl_version=ssl_version,
         ssl_cert_reqs=ssl_cert_reqs,
@@ -773,6 +782,7 @@ def run(
             # Under systemd: serve the sockets it passed, tell it when we serve (pounce/systemd.py).
             activated = activated_sockets() or None
             server.service = service_manager()
+            server.rotate_on_hup = config.is_ssl  # a SIGHUP loads the certificate again (pounce/cert_reload.py)
             if config.pid_file:
                 pid_writer = PidFile(config.pid_file)
                 server.on_started.append(pid_writer.write)

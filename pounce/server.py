@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce._compat import asyncio_run
+from pounce.cert_reload import CertificateWatcher, can_rotate
 from pounce.config import STARTUP_FAILURE, Config, ServerConfig
 from pounce.drain import Drain, websocket_close_delay
 from pounce.observability.bus import EventBus
@@ -171,6 +172,10 @@ class Server:
         self.service: ServiceManager | None = None
         self.on_started: list[Callable[[], None]] = []
         self.on_stopped: list[Callable[[], None]] = []
+        # Certificate rotation (pounce/cert_reload.py): on SIGHUP (set for a single TLS server by
+        # pounce.main) and by --ssl-reload-interval polls (every server, workers included).
+        self.rotate_on_hup = False
+        self.cert_watcher: CertificateWatcher | None = None
 
     @functools.cached_property
     def limit_max_requests(self) -> int | None:
@@ -195,6 +200,8 @@ class Server:
         if not config.loaded:
             config.load()
         current_server_config.set(config.server_config)
+        if can_rotate(config) and (config.ssl_reload_interval or self.rotate_on_hup):
+            self.cert_watcher = CertificateWatcher(config, config.ssl_reload_interval)
         unsubscribe = self._setup_events(config.server_config)
         worker = self.worker
         announced = False
@@ -417,6 +424,8 @@ class Server:
                     self.last_notified = current_time
                     await self.config.callback_notify()
 
+        if self.cert_watcher is not None:
+            self.cert_watcher.tick()
         if self.service is not None:
             # From this loop's own tick: the watchdog is fed only while the loop runs.
             self.service.tick(self._status_line())
@@ -546,6 +555,8 @@ class Server:
             return
         # signal.signal (not loop.add_signal_handler) so the previous handlers can be restored after.
         original_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        if self.rotate_on_hup and hasattr(signal, "SIGHUP"):
+            original_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.handle_hup)
         try:
             yield
         finally:
@@ -554,6 +565,10 @@ class Server:
         # Re-raise what we caught so the default behaviour (and the exit status) follows, LIFO.
         for captured_signal in reversed(self._captured_signals):
             signal.raise_signal(captured_signal)
+
+    def handle_hup(self, sig: int, frame: FrameType | None) -> None:
+        if self.cert_watcher is not None:
+            self.cert_watcher.request()  # loaded on the next tick, outside signal context
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._captured_signals.append(sig)

@@ -209,6 +209,40 @@ def create_ssl_context(
     return ctx
 
 
+def reload_cert_chain(ctx: ssl.SSLContext, certfile: StrPath, keyfile: StrPath | None, password: str | None) -> None:
+    """Load the certificate and key files again into ``ctx``, for the handshakes from now on.
+
+    A server keeps the context object it was given, so loading into it reaches every listener (and, in
+    thread mode, every worker) at once; established connections keep the certificate they shook hands
+    with. The files are copied once and checked in a scratch context first: OpenSSL sets the new
+    certificate before it finds a key that does not match, so loading a bad pair straight into ``ctx``
+    could leave it broken, and a file rewritten between two reads could pair one key with another
+    certificate. Raises :class:`TLSConfigError` with ``ctx`` as it was.
+    """
+    import tempfile
+
+    cert_pem = _read("SSL certificate file", certfile)
+    key_pem = _read("SSL key file", keyfile) if keyfile is not None else None
+    with tempfile.TemporaryDirectory(prefix="pounce-tls-") as private:  # mode 0700: the key stays ours
+        cert_copy = os.path.join(private, "cert.pem")
+        key_copy = os.path.join(private, "key.pem") if key_pem is not None else None
+        with open(cert_copy, "wb") as f:
+            f.write(cert_pem)
+        if key_copy is not None and key_pem is not None:
+            with open(key_copy, "wb") as f:
+                f.write(key_pem)
+        try:
+            _load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_copy, key_copy, password)
+        except TLSConfigError as exc:
+            # Name the real files, not our copies.
+            message = str(exc).replace(repr(cert_copy), repr(os.fspath(certfile)))
+            if key_copy is not None and keyfile is not None:
+                message = message.replace(repr(key_copy), repr(os.fspath(keyfile)))
+            raise TLSConfigError(message) from None
+        _load_cert_chain(ctx, cert_copy, key_copy, password)
+    _SERVER_CERTS[ctx] = _first_certificate(cert_pem)
+
+
 # The ASGI TLS extension (asgiref specs/tls.rst): what scope["extensions"]["tls"] holds.
 # The certificate each context built here presents: Python's ssl module cannot tell a server its own.
 _SERVER_CERTS: weakref.WeakKeyDictionary[ssl.SSLContext, str | None] = weakref.WeakKeyDictionary()

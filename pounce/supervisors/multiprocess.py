@@ -18,6 +18,7 @@ from multiprocessing import Pipe
 from socket import socket
 from typing import TYPE_CHECKING
 
+from pounce.cert_reload import pair_loads
 from pounce.container import is_init, reap_orphans
 from pounce.observability.events import DrainReason, StartReason
 from pounce.observability.runtime import MultiprocessMetrics, WorkerIdentity
@@ -242,6 +243,13 @@ class Multiprocess(WorkerPool[Process]):
     @processes_num.setter
     def processes_num(self, value: int) -> None:
         self.workers_num = value
+
+    def restart_all(self) -> None:
+        # Each new worker builds its TLS context from the files: one that would not load is refused
+        # here, once, and the current workers (and their certificate) stay.
+        if self.config.is_ssl and not self.stopping.is_set() and not pair_loads(self.config):
+            return
+        super().restart_all()
 
     def reap_orphans(self) -> None:
         if not is_init():

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.observability.events import DrainReason, StartReason
 from pounce.observability.runtime import Telemetry, WorkerIdentity
+from pounce.cert_reload import can_rotate, rotate
 from pounce.supervisors.rolling import StopFlag, WorkerPool, pid_message
 from pounce.supervisors.spawn import Status, loop_answers, server_status
 from pounce.supervisors.worker_server import WorkerServer
@@ -251,7 +252,10 @@ class ThreadWorkers(WorkerPool[ThreadWorker]):
             fresh = self._load_generation()
             if fresh is None:
                 return
-            self.generation_config = fresh
+            self.generation_config = fresh  # its context is built from the files as they are now
+        elif can_rotate(self.generation_config):
+            # The threads share one context: loading into it rotates the certificate for all of them.
+            rotate(self.generation_config)
         super().restart_all()
 
     def _load_generation(self) -> Config | None:
