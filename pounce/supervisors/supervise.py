@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from socket import socket
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,8 @@ def _run(config: Config) -> int:
             server = Server(config=config, metrics_dir=metrics.directory if metrics is not None else None)
             reloader = ChangeReload(config, target=server.run, sockets=[sock])
             reloader.on_child_exit = metrics.worker_exited if metrics is not None else None
-            reloader.run()
+            with _pid_file(config):
+                reloader.run()
         finally:
             if metrics is not None:
                 metrics.close()
@@ -75,16 +78,25 @@ def _run(config: Config) -> int:
     if choice.warning:
         pool.announcements.append((logging.WARNING, choice.warning))
     pool.service = service_manager()
+    try:
+        with _pid_file(config):
+            pool.run()
+    finally:
+        _close(sockets)
+    return pool.exit_code
+
+
+@contextmanager
+def _pid_file(config: Config) -> Iterator[None]:
+    """--pid-file, written after the bind (whoever reads it can reach the server), removed on the way out."""
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     if pid_file is not None:
-        pid_file.write()  # after the bind: whoever reads it can reach the server
+        pid_file.write()
     try:
-        pool.run()
+        yield
     finally:
         if pid_file is not None:
             pid_file.remove()
-        _close(sockets)
-    return pool.exit_code
 
 
 def _listeners(config: Config) -> list[socket]:

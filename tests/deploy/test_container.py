@@ -70,7 +70,9 @@ def _ok(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("args", [(), ("--workers", "2")])
+@pytest.mark.parametrize(
+    "args", [(), ("--workers", "2"), ("--workers", "2", "--worker-mode", "thread"), ("--reload",)]
+)
 def test_pid_file(tmp_path: Path, args: tuple[str, ...]) -> None:
     pid_file = tmp_path / "run" / "pounce.pid"
     pid_file.parent.mkdir()
