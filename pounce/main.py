@@ -605,7 +605,7 @@ def run(
     port: int = 8000,
     uds: str | None = None,
     fd: int | None = None,
-    pid_file: str | None = None,
+    pid_file: str | os.PathLike[str] | None = None,
     loop: LoopFactoryType | str = "auto",
     http: type[asyncio.Protocol] | HTTPProtocolType | str = "auto",
     http2: bool = False,

@@ -525,7 +525,10 @@ class Server:
         # Connections accepted just before the listeners closed reach connection_made a few loop turns
         # later, after the first sweep: sweep again while waiting, telling each connection once.
         defer_websockets = time.monotonic() < self._websockets_close_at
-        for connection in list(self.server_state.connections):
+        # WebSockets first: one carried on an HTTP/2 stream must send its 1012 before its connection's
+        # GOAWAY (h2-based clients take no frames after a GOAWAY; the connection waits for the stream).
+        connections = sorted(self.server_state.connections, key=lambda c: not hasattr(c, "drain_open"))
+        for connection in connections:
             if connection not in self._told_to_shut_down:
                 if defer_websockets and getattr(connection, "drain_open", _never)():
                     continue  # an open WebSocket: its app was told; 1012 comes later (pounce/drain.py)
