@@ -277,8 +277,18 @@ class FastHTTPProtocol(BaseHTTPProtocol):
     def _head_in_progress(self) -> bool:
         """Whether all that is buffered is the start of the next request head. The parser bounds that
         (--limit-request-line/-field-size, the whole head), so reading goes on until it is complete:
-        paused at 64 KiB, a larger head would wait for its header deadline."""
-        return self.cycle is None and self._body_reader is None and not self._continue_scheduled
+        paused at 64 KiB, a larger head would wait for its header deadline.
+
+        Only once the parser has searched the whole buffer without finding a head's end: a response
+        completed inside the pipelining loop (eager tasks, 3.12+) leaves complete requests buffered,
+        and resuming then let one pipelining client grow the buffer without bound."""
+        return (
+            self.cycle is None
+            and self._body_reader is None
+            and not self._continue_scheduled
+            and not self._handling
+            and self._scanned == len(self._buffer)
+        )
 
     def _handle_requests(self) -> None:
         # With eager tasks a response can complete inside this loop; _next_request must then leave the
