@@ -202,6 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if pytest_rc == 4 and not results:
             print("conformance: pytest refused to run (see above)", file=sys.stderr)
             return 2
+        # A few of Uvicorn's tests give a client a fixed 0.1 s to connect; on a loaded 2-core machine one
+        # of them now and then fails for that alone. An unexpected failure is run once more, alone; one
+        # that passes then counts as passed and is named in the report's metadata as flaky.
+        suspects = [
+            nodeid for nodeid, r in results.items()
+            if expmod.kind_of(r.outcome) == "fail" and expectations.match(nodeid) is None
+        ]
+        if suspects and len(suspects) <= 20 and pytest_rc != 124:
+            retry_out = workdir / "outcomes-retry.jsonl"
+            retry_cmd = pytest_command(env.python, ini, retry_out, 1, args.timeout, [])[:-1] + suspects
+            run_pytest(retry_cmd, suite, plugin_dir, workdir / "pytest-retry.log", 600)
+            retried = reportmod.read_jsonl(retry_out) if retry_out.exists() else {}
+            flaky = [nodeid for nodeid in suspects if nodeid in retried and expmod.kind_of(retried[nodeid].outcome) == "pass"]
+            for nodeid in flaky:
+                results[nodeid] = retried[nodeid]
+            meta["flaky_passed_on_retry"] = flaky
     meta["pounce_version"] = next(
         (p.split("==", 1)[1] for p in meta.get("packages", []) if p.lower().startswith("pounce==")), "editable"
     )
