@@ -1,5 +1,5 @@
-"""What the end-to-end observability tests share: an event recorder, bounded waits, and the raw
-HTTP/2 client of ``tests/h2client.py``."""
+"""What the end-to-end observability tests share: an event recorder, bounded waits, the raw
+HTTP/2 client of ``tests/h2client.py``, and reading one value out of a Prometheus scrape."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pounce.observability.events import (
 
 from tests.h2client import H2Client
 
-__all__ = ["H2Client", "Recorder", "connections_pair", "wait_until"]
+__all__ = ["H2Client", "Recorder", "connections_pair", "sample", "wait_until"]
 
 E = TypeVar("E", bound=Event)
 
@@ -94,3 +94,14 @@ def connections_pair(events: list[Event]) -> dict[int, tuple[ConnectionOpened, C
     return {cid: (opened[cid], closed[cid]) for cid in opened}
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a scrape (parsed by prometheus-client's own parser), 0 if absent;
+    labels not given are summed over."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total

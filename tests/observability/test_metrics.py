@@ -13,24 +13,14 @@ pytest.importorskip("prometheus_client")
 
 from click.testing import CliRunner  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from pounce.config import Config, ConfigError  # noqa: E402
 from pounce.main import main  # noqa: E402
 from pounce.observability import events as ev  # noqa: E402
 from pounce.observability.metrics import MetricsEndpoint, PrometheusMetrics, parse_address  # noqa: E402
+from tests.observability.clients import sample  # noqa: E402
 from tests.supervisors.serving import free_port  # noqa: E402
 from tests.utils import run_server  # noqa: E402
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of a scrape, 0 if absent; labels not given are summed over."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 def scrape(registry: CollectorRegistry) -> str:

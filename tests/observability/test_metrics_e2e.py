@@ -7,24 +7,14 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from pounce.observability.events import ClientDisconnected, ConnectionClosed  # noqa: E402
-from tests.observability.clients import H2Client, Recorder, wait_until  # noqa: E402
+from tests.observability.clients import H2Client, Recorder, sample, wait_until  # noqa: E402
 from tests.observability.test_request_events import app  # noqa: E402
 from tests.supervisors.serving import free_port  # noqa: E402
 from tests.utils import run_server  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 def test_real_requests_over_both_protocols_land_in_their_series() -> None:

@@ -20,8 +20,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
+from tests.observability.clients import sample as metric  # noqa: E402
 from tests.supervisors.serving import Server, free_port, serve  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -29,15 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 WORKERS = 4
 METHOD = "POST"
 ACCESS_LINE = '"POST /load HTTP/1.1" 200'
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 def posts(text: str) -> float:
