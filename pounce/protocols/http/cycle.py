@@ -80,6 +80,9 @@ class RequestResponseCycle:
     finished = False
     # Wakes receive(); created only when receive() has to wait (most requests never do).
     _wakeup: asyncio.Event | None = None
+    # Whether receive() is waiting for body now: what arrives then is taken before the next read, so a
+    # protocol need not pause reading for it (see FastHTTPProtocol._deliver_body).
+    receiving = False
     # Request-body deadline (``--timeout-request-body``): the body must progress by BODY_PROGRESS bytes,
     # or end, within every ``body_timeout`` seconds while the app waits for it. Armed only on a wait.
     body_timeout: float | None = None
@@ -119,7 +122,9 @@ class RequestResponseCycle:
         self.on_response = on_response
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
-        self.body = bytearray()
+        # Request body not handed to the app yet. A protocol may put one received bytes object here as it
+        # is (receive() then hands it over without a copy); anything it appends to must be a bytearray.
+        self.body: bytes | bytearray = bytearray()
 
     # ASGI exception wrapper
     async def run_asgi(self, app: ASGI3Application) -> None:
@@ -146,6 +151,7 @@ class RequestResponseCycle:
                     await self.send_500_response()
                 elif not self.response_complete:
                     # A response cut short cannot be repaired: only closing tells the client.
+                    self.write_held()
                     self.transport.close()
                 # A response that went out complete keeps its connection (FastAPI raises after its
                 # 500 went out): the client's next keep-alive request must not be reset.
@@ -160,6 +166,7 @@ class RequestResponseCycle:
                 await self.send_500_response()
             elif not self.response_complete and not self.disconnected:
                 self._app_misbehaved("ASGI callable returned without completing response.", False)
+                self.write_held()
                 self.transport.close()
         finally:
             self.on_response = _noop
@@ -312,18 +319,24 @@ class RequestResponseCycle:
             if not self.body and (self.more_body or self._final_body_delivered):
                 if self._wakeup is None:
                     self._wakeup = asyncio.Event()
-                if self.more_body and self.body_timeout is not None:
-                    await self._wait_for_body(self._wakeup)
-                else:
-                    await self._wakeup.wait()
+                self.receiving = True
+                try:
+                    if self.more_body and self.body_timeout is not None:
+                        await self._wait_for_body(self._wakeup)
+                    else:
+                        await self._wakeup.wait()
+                finally:
+                    self.receiving = False
                 self._wakeup.clear()
 
         if self.disconnected or self.response_complete or self._final_body_delivered:
             return {"type": "http.disconnect"}
 
-        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        body = self.body
+        # One bytes object as received goes to the app as it is; only an accumulated bytearray is copied.
+        message = {"type": "http.request", "body": body if type(body) is bytes else bytes(body), "more_body": self.more_body}
         if self.body_timeout is not None:
-            self._body_progress += len(self.body)
+            self._body_progress += len(body)
             if self._body_progress >= BODY_PROGRESS:
                 self._body_progress = 0
                 self._body_deadline = 0.0  # re-armed, a full period, at the next wait
@@ -364,6 +377,9 @@ class RequestResponseCycle:
             self._wakeup.set()
 
     # Framing hooks, implemented by each protocol.
+    def write_held(self) -> None:
+        """Write response bytes the protocol holds back (to coalesce writes) now: the connection closes."""
+
     def write_continue(self) -> None:
         raise NotImplementedError  # pragma: no cover
 

@@ -4,7 +4,10 @@ The hot path for a keep-alive request is: parse the head (``parser.parse_request
 scope, start the app task, and write the response head and body in one ``transport.write``. The
 head is held back from ``http.response.start`` until the first body message (or the next loop
 iteration, whichever comes first) so that most responses leave in a single buffer and the framing
-can use a ``Content-Length`` when the whole body is known.
+can use a ``Content-Length`` when the whole body is known. Body messages with more to come are held
+back the same way, up to ``COALESCE_LIMIT`` bytes: an app streaming small chunks without waiting in
+between costs one ``send()`` per loop iteration, not one per chunk (on asyncio every write is a
+system call; uvloop coalesces its writes the same way).
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ PIPELINE_BATCH = 32
 # once full it stops growing, and what varies per response simply misses.
 _HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
 _HEADER_LINES_MAX = 512
+# Streamed body bytes held back until the loop iteration ends; past this they are written at once, so
+# that flow control (the transport's write buffer) still sees an app that streams without pausing.
+COALESCE_LIMIT = 65536
+# A body this large is written on its own instead of joined to the head: copying it costs more than a
+# second send() (see _write_parts).
+SEPARATE_WRITE = 32768
 
 
 class FastCycle(RequestResponseCycle):
@@ -50,6 +59,10 @@ class FastCycle(RequestResponseCycle):
 
     # Response framing state; class-level defaults keep the per-request constructor short.
     _head_parts: list[bytes] | None = None
+    # Framed output (head, chunks) not written yet, its body bytes, and whether the cycle is in pending_heads.
+    _out: list[bytes] | None = None
+    _out_size = 0
+    _queued = False
     _chunked = False
     _length_left: int | None = None
     _body_allowed = True
@@ -125,10 +138,15 @@ class FastCycle(RequestResponseCycle):
         self._head_parts = parts
         # If the app awaits something between start and body, the head still leaves promptly: heads
         # waiting for their body are flushed together once per loop iteration.
-        pending = self.pending_heads
-        pending.append(self)
-        if len(pending) == 1:
-            asyncio.get_running_loop().call_soon(_flush_pending_heads, pending)
+        self._queue()
+
+    def _queue(self) -> None:
+        if not self._queued:
+            self._queued = True
+            pending = self.pending_heads
+            pending.append(self)
+            if len(pending) == 1:
+                asyncio.get_running_loop().call_soon(_flush_pending_heads, pending)
 
     def _frame_head(self, parts: list[bytes], length: int | None) -> None:
         """Complete the held-back head now that the first body message shows how to frame it
@@ -158,17 +176,31 @@ class FastCycle(RequestResponseCycle):
         parts.append(b"\r\n")
 
     def flush_head(self) -> None:
+        """Write what is held back: the head (framed for a body still to come) or streamed chunks."""
+        self._queued = False
         parts = self._head_parts
-        if parts is not None and not self.transport.is_closing():
+        if parts is not None:
+            if self.transport.is_closing():
+                return
             self._head_parts = None
             self._frame_head(parts, None)
-            self.transport.write(b"".join(parts))
+        else:
+            parts = self._out
+            if parts is None:
+                return
+            self._out = None
+            self._out_size = 0
+            if self.transport.is_closing():
+                return
+        self.transport.write(b"".join(parts))
 
     def write_body(self, body: bytes, more_body: bool) -> None:
         parts = self._head_parts
         if parts is not None:
             self._head_parts = None
             self._frame_head(parts, None if more_body else len(body))
+        else:
+            parts = self._out
         if not self._body_allowed:
             data = b""
         elif self._chunked:
@@ -183,18 +215,48 @@ class FastCycle(RequestResponseCycle):
                     raise RuntimeError("Response content longer than Content-Length")
                 if not more_body and self._length_left > 0:
                     raise RuntimeError("Response content shorter than Content-Length")
-        if parts is not None:
-            # Head and first body bytes leave together: one write, one send() for most responses.
+        if more_body:
+            # Held back until the loop iteration ends (or enough is held): the next chunk usually
+            # follows in the same iteration, and one send() then carries them all.
+            if parts is None:
+                if not data:
+                    return
+                parts = []
+                self._queue()
+            if data:
+                parts.append(data)
+                self._out_size += len(data)
+            if self._out_size < COALESCE_LIMIT:
+                self._out = parts
+                return
+            self._out = None
+            self._out_size = 0
+        elif parts is None:
+            if data:
+                _write_parts(self.transport, [data])
+            return
+        else:
+            # Head (or held-back chunks) and the last body bytes leave together.
+            self._out = None
+            self._out_size = 0
             parts.append(data)
-            self.transport.write(b"".join(parts))
-        elif data:
-            self.transport.write(data)
+        _write_parts(self.transport, parts)
+
+    def write_held(self) -> None:
+        """Write held-back chunks now: something is about to be written past them, or the connection closes."""
+        parts = self._out
+        if parts is not None:
+            self._out = None
+            self._out_size = 0
+            if not self.transport.is_closing():
+                self.transport.write(b"".join(parts))
 
     # Extensions (see RequestResponseCycle)
     def write_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.transport.write(b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]))
 
     def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.write_held()
         if not (trailers and self._chunked and self._body_allowed):
             self.write_body(b"", False)
             return
@@ -202,6 +264,7 @@ class FastCycle(RequestResponseCycle):
         self.transport.write(b"".join([b"0\r\n", *(b"%s: %s\r\n" % field for field in trailers), b"\r\n"]))
 
     def frame_file(self, size: int) -> int:
+        self.write_held()
         parts = self._head_parts
         if parts is not None:
             self._head_parts = None
@@ -227,6 +290,19 @@ class FastCycle(RequestResponseCycle):
         if self._length_left is not None:
             self._length_left -= sent
         return sent
+
+
+def _write_parts(transport: asyncio.Transport, parts: list[bytes]) -> None:
+    """Write ``parts`` as one buffer, except a large last part: joining would copy it, and a second
+    ``send()`` costs less than copying 32 KiB. (It goes as a memoryview: asyncio on 3.11 slices what
+    ``send()`` did not take, and slicing bytes would copy the rest once more.)"""
+    last = parts[-1]
+    if len(last) >= SEPARATE_WRITE and type(last) is bytes:
+        if len(parts) > 1:
+            transport.write(b"".join(parts[:-1]))
+        transport.write(memoryview(last))
+    else:
+        transport.write(b"".join(parts))
 
 
 def _flush_pending_heads(pending: list[FastCycle]) -> None:
@@ -261,6 +337,13 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         self.cycle: FastCycle | None = None
 
     def data_received(self, data: bytes) -> None:
+        reader = self._body_reader
+        if reader is not None and not self._buffer and type(reader) is ContentLengthReader:
+            # The common upload read: all of it is body, and it goes to the app as it came, uncopied.
+            if len(data) <= reader.remaining:
+                reader.remaining -= len(data)
+                self._deliver_body(data, reader.remaining == 0)
+                return
         self._buffer += data
         if self._body_reader is not None:
             self._feed_body()
@@ -384,6 +467,12 @@ class FastHTTPProtocol(BaseHTTPProtocol):
         except ProtocolError as exc:
             self._send_error(exc.status, exc.reason)
             return
+        self._deliver_body(data, done)
+
+    def _deliver_body(self, data: bytes, done: bool) -> None:
+        """Hand ``data`` (request body; ``done``: the last of it) to the cycle."""
+        cycle = self.cycle
+        assert cycle is not None
         if done:
             self._body_reader = None
         if data and self.limit_request_body is not None and not self._count_body(len(data)):
@@ -394,8 +483,17 @@ class FastHTTPProtocol(BaseHTTPProtocol):
                 self._next_request()
             return
         if data:
-            cycle.body += data
-            if len(cycle.body) > HIGH_WATER_LIMIT:
+            body = cycle.body
+            if not body:
+                cycle.body = body = data
+            else:
+                if type(body) is bytes:
+                    # A second read before the app took the first: accumulate from here on, amortised.
+                    cycle.body = body = bytearray(body)
+                body += data
+            # An app waiting in receive() takes this before the next read: pausing now would only cost
+            # two system calls (epoll_ctl) per read of a large upload.
+            if len(body) > HIGH_WATER_LIMIT and not cycle.receiving:
                 self.flow.pause_reading()
         if done:
             cycle.more_body = False

@@ -1,0 +1,182 @@
+"""The fast HTTP/1.1 path's write coalescing and zero-copy request bodies (issue 14).
+
+Streamed body messages are held back until the loop iteration ends (or ``COALESCE_LIMIT`` bytes are
+held), so an app streaming small chunks costs one write per iteration; what is held must still leave
+promptly, in order, and before a connection is closed. A request body read whole from the socket goes
+to the app as the bytes object it arrived in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pounce.config import Config
+from pounce.protocols.http.fast_impl import COALESCE_LIMIT
+from pounce.server import ServerState
+from tests.observability.test_access_log_e2e import _Transport as _HandTransport
+from tests.utils import RunningServer, read_response, run_server, wait_closed
+
+H = b"Host: example.org\r\n"
+RELEASE: dict[str, threading.Event] = {}
+SEEN: dict[str, list[Any]] = {}
+
+
+async def _wait(event: threading.Event) -> None:
+    for _ in range(1000):  # bounded: 10 s
+        if event.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the test never released the app")
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    key = scope["query_string"].decode()
+    if path == "/stream-then-wait":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        # Nothing else is sent until the client has seen "first": held-back chunks must leave by themselves.
+        await _wait(RELEASE[key])
+        await send({"type": "http.response.body", "body": b"second"})
+    elif path == "/stream-then-fail":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(10):
+            await send({"type": "http.response.body", "body": b"part%d;" % i, "more_body": True})
+        raise RuntimeError("boom")
+    elif path == "/stream-many":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(200):
+            await send({"type": "http.response.body", "body": b"%04d" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+    elif path == "/body-types":
+        types = []
+        body = b""
+        while True:
+            message = await receive()
+            types.append(type(message["body"]))
+            body += message["body"]
+            if not message.get("more_body"):
+                break
+        SEEN[key] = types
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % len(body)})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with run_server(app, http="auto", timeout_keep_alive=60) as running:
+        yield running
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_held_chunk_leaves_while_the_app_waits(server: RunningServer) -> None:
+    RELEASE["w"] = threading.Event()
+    with server.connect() as sock:
+        sock.sendall(b"GET /stream-then-wait?w HTTP/1.1\r\n" + H + b"\r\n")
+        assert b"5\r\nfirst\r\n" in _read_until(sock, b"first\r\n")
+        RELEASE["w"].set()
+        assert b"second" in _read_until(sock, b"0\r\n\r\n")
+
+
+def test_held_chunks_leave_before_an_app_error_closes(server: RunningServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"GET /stream-then-fail HTTP/1.1\r\n" + H + b"\r\n")
+        data = wait_closed(sock)
+    for i in range(10):
+        assert b"part%d;" % i in data
+
+
+def test_many_small_chunks_arrive_in_order(server: RunningServer) -> None:
+    with server.connect() as sock:
+        for _ in range(2):  # and the connection stays usable
+            sock.sendall(b"GET /stream-many HTTP/1.1\r\n" + H + b"\r\n")
+            response = read_response(sock)
+            assert response.body == b"".join(b"%04d" % i for i in range(200)) + b"end"
+
+
+@pytest.mark.parametrize("size", [1, 65536, 3 * 2**20])
+def test_request_body_messages_are_bytes(server: RunningServer, size: int) -> None:
+    key = f"b{size}"
+    with server.connect() as sock:
+        sock.sendall(b"POST /body-types?%s HTTP/1.1\r\n" % key.encode() + H + b"Content-Length: %d\r\n\r\n" % size)
+        sock.sendall(b"y" * size + b"GET / HTTP/1.1\r\n" + H + b"\r\n")  # a pipelined request after it
+        buf = bytearray()
+        assert read_response(sock, buf).body == b"%d" % size
+        assert read_response(sock, buf).body == b"ok"
+    assert SEEN[key] and all(t is bytes for t in SEEN[key])
+
+
+class _Transport(_HandTransport):
+    """The access-log tests' transport, keeping every write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+
+def _serve_by_hand(request: bytes, the_app: Any) -> list[bytes]:
+    async def serve() -> list[bytes]:
+        config = Config(the_app, http="auto", lifespan="off", log_config=None)
+        config.load()
+        protocol = config.server_config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return transport.writes
+
+    return asyncio.run(serve())
+
+
+def test_small_chunks_sent_together_are_written_together() -> None:
+    async def streamer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(64):
+            await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    writes = _serve_by_hand(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", streamer)
+    assert len(writes) == 1  # head, 64 chunks and the last chunk in one buffer
+    assert writes[0].count(b"64\r\n" + b"x" * 100 + b"\r\n") == 64 and writes[0].endswith(b"0\r\n\r\n")
+
+
+def test_a_stream_that_never_pauses_is_written_as_it_grows() -> None:
+    chunk = b"z" * 4096
+    count = 4 * COALESCE_LIMIT // len(chunk)
+
+    async def streamer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(count):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    writes = _serve_by_hand(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", streamer)
+    # Never more than about COALESCE_LIMIT held: the transport (and its flow control) sees the stream grow.
+    assert len(writes) >= 4
+    assert all(len(w) < COALESCE_LIMIT + 2 * len(chunk) for w in writes)
+    assert b"".join(writes).count(chunk) == count
