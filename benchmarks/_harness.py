@@ -69,6 +69,7 @@ __all__ = [
     "Summary",
     "_pip_install",
     "add_common_arguments",
+    "ceiling_spec",
     "checkout_spec",
     "count",
     "default_peer_base",
@@ -248,6 +249,13 @@ def hypercorn_spec(peer_python: str, app: str, *, name: str = "hypercorn", worke
     argv = (peer_python, "-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--workers", str(workers),
             "--log-level", "warning", "--worker-class", "asyncio", f"benchmarks.apps:{app}")
     return checkout_spec(name, argv, workers)
+
+
+def ceiling_spec(python: str, body: bytes, *, name: str = "ceiling") -> ServerSpec:
+    """benchmarks/ceiling_server.py: one canned answer per request head, validating nothing (issue 14)."""
+    argv = (python, str(REPO_ROOT / "benchmarks" / "ceiling_server.py"), "--host", HOST, "--port", "{port}",
+            "--body", body.decode("ascii"))
+    return checkout_spec(name, argv)
 
 
 def start_server(spec: ServerSpec, cpus: Sequence[int], *, log_dir: Path, expected_body: bytes,

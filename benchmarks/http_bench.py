@@ -10,6 +10,7 @@ and the report gives each server's median req/s and p99 over the rounds.
     python3 benchmarks/http_bench.py                 # 3 rounds x 10 s
     python3 benchmarks/http_bench.py --quick         # 1 round x 3 s
     python3 benchmarks/http_bench.py --granian --hypercorn --json out.json
+    python3 benchmarks/http_bench.py --only pounce,granian,ceiling    # issue 14: >= 1.2x granian, >= 0.85x ceiling
     python3 benchmarks/http_bench.py --python "$(../shared/tools/free-threaded-python)"
 
 Overheads of Pounce against itself (issue 9's "zero cost when unused" ratios):
@@ -44,9 +45,16 @@ UVICORN_H11 = "uvicorn-h11"
 UVICORN_FAST = "uvicorn-httptools-uvloop"
 HYPERCORN = "hypercorn"
 GRANIAN = "granian"
-ALL_SERVERS = (POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST, HYPERCORN, GRANIAN)
-# (pounce variant, peer, minimum ratio) from issue 2; defined for a GIL build + asyncio + hello.
-TARGETS = ((POUNCE, UVICORN_H11, 3.0), (POUNCE, UVICORN_FAST, 1.2))
+# benchmarks/ceiling_server.py: a canned answer per head found, no validation (issue 14's reference).
+CEILING = "ceiling"
+ALL_SERVERS = (POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST, HYPERCORN, GRANIAN, CEILING)
+# (issue, pounce variant, peer, minimum ratio); defined for a GIL build + asyncio + hello.
+TARGETS = (
+    (2, POUNCE, UVICORN_H11, 3.0),
+    (2, POUNCE, UVICORN_FAST, 1.2),
+    (14, POUNCE, GRANIAN, 1.2),
+    (14, POUNCE, CEILING, 0.85),
+)
 
 
 def build_specs(names: Sequence[str], app: str, pounce_python: str, peer_python: str | None) -> list[h.ServerSpec]:
@@ -56,6 +64,9 @@ def build_specs(names: Sequence[str], app: str, pounce_python: str, peer_python:
             specs.append(h.pounce_spec(pounce_python, app, name=POUNCE))  # default (fast) parser
         elif name == POUNCE_H11:
             specs.append(h.pounce_spec(pounce_python, app, name=POUNCE_H11, http="h11"))
+        elif name == CEILING:
+            # Pounce's interpreter: the ratio is then about the server's design, not the Python it runs on.
+            specs.append(h.ceiling_spec(pounce_python, EXPECTED_BODIES[app]))
         else:
             assert peer_python is not None
             if name == UVICORN_H11:
@@ -75,6 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     h.add_common_arguments(parser, default_rounds=3, default_duration=10.0)
     parser.add_argument("--hypercorn", action="store_true", help="also run hypercorn (asyncio worker)")
     parser.add_argument("--granian", action="store_true", help="also run granian (ASGI, 1 worker)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run benchmarks/ceiling_server.py, the pure-Python reference (hello app only)")
     parser.add_argument("--baseline", default=None, metavar="REF",
                         help="also run Pounce as of this git commit or tag, as 'pounce-baseline'")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
@@ -92,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [POUNCE, POUNCE_H11, UVICORN_H11, UVICORN_FAST]
         names += [HYPERCORN] if args.hypercorn else []
         names += [GRANIAN] if args.granian else []
+        names += [CEILING] if args.ceiling else []
+    if CEILING in names and args.app != "hello":
+        parser.error("the ceiling server answers the hello body only: --ceiling needs --app hello")
     try:
         cpus = h.CpuPlan.from_args(args.cpus_server, args.cpus_load, server_share="one")
     except h.BenchError as exc:
@@ -109,7 +125,7 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
     machine = h.machine_info()
     pounce_python = h.ensure_pounce_python(args.python)
     pounce_info = h.python_info(pounce_python, ("h11", "click"))
-    needs_peers = any(n not in (POUNCE, POUNCE_H11) for n in names)
+    needs_peers = any(n not in (POUNCE, POUNCE_H11, CEILING) for n in names)
     peer_python = h.ensure_bench_venv(args.peer_python) if needs_peers else None
     peer_info = h.python_info(peer_python) if peer_python else None
     peer_versions = h.package_versions(peer_python, ("uvicorn", "httptools", "uvloop", "hypercorn", "granian")) \
@@ -172,17 +188,17 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan, setting
     note = ""
     if pounce_info.free_threaded_build or settings.app != "hello":
         note = " (targets are defined for a GIL build and the hello app; shown for reference)"
-    for mine_name, peer, minimum in TARGETS:
+    for issue, mine_name, peer, minimum in TARGETS:
         if mine_name in ratios and peer in ratios[mine_name]:
             value = ratios[mine_name][peer]
             per_cpu = cpu_ratios[mine_name][peer]
-            targets.append({"pounce": mine_name, "peer": peer, "target": minimum, "ratio": value,
+            targets.append({"issue": issue, "pounce": mine_name, "peer": peer, "target": minimum, "ratio": value,
                             "verdict": h.verdict(value, minimum), "ratio_per_cpu_second": per_cpu})
     if targets:
-        print(f"\nIssue 2 targets{note}:")
+        print(f"\nTargets{note}:")
         for t in targets:
-            print(f"  {t['pounce']} / {t['peer']} >= {t['target']:.1f}x: {h.fmt_ratio(t['ratio'])} -> {t['verdict']}"
-                  f"  (per server CPU-second: {h.fmt_ratio(t['ratio_per_cpu_second'])})")
+            print(f"  issue {t['issue']}: {t['pounce']} >= {t['target']:.2f}x {t['peer']}: {h.fmt_ratio(t['ratio'])}"
+                  f" -> {t['verdict']}  (per server CPU-second: {h.fmt_ratio(t['ratio_per_cpu_second'])})")
 
     for warning in h.noise_warnings(summaries.values()):
         print("\n" + warning)
