@@ -382,6 +382,22 @@ def test_connection_specific_response_headers_are_stripped(h2client: Callable[..
         assert client.response(client.request())[0] == 200
 
 
+def test_response_field_values_lose_surrounding_whitespace(h2client: Callable[..., H2Client]) -> None:
+    # HTTP/1.1 tolerates OWS around a value; RFC 9113 §8.2.1 does not (a client must treat the response
+    # as malformed), so it is trimmed on the way out, trailers included.
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-padded", b"  v \t")], "trailers": True})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-sum", b" abc ")]})
+
+    with run_server(make_app(app), http2=True) as running:
+        client = h2client(running)
+        stream_id = client.request(headers=[(b"te", b"trailers")])
+        status, headers, body = client.response(stream_id)
+        assert (status, headers[b"x-padded"], body) == (200, b"v", b"ok")
+        assert [dict(e.headers) for e in client.of(h2.events.TrailersReceived, stream_id)] == [{b"x-sum": b"abc"}]
+
+
 @pytest.mark.parametrize("te", [True, False])
 def test_response_trailers(te: bool, h2client: Callable[..., H2Client]) -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:

@@ -11,6 +11,8 @@ how much a stream may send now (``_room``), giving credit back (``_credit``), re
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from pounce.observability import hooks
@@ -35,44 +37,120 @@ def carries_streams(ws_protocol_class: type[asyncio.Protocol] | None) -> bool:
     return issubclass(ws_protocol_class, WSProtocol)
 
 
-class RequestHead:
-    """A request's header block as the stream protocols read it: pseudo-headers apart, the rest in order."""
+# RFC 9113 §8.2.1 / RFC 9114 §4.2: a field name is lowercase visible ASCII, without ":" (pseudo-header
+# names apart); a field value holds no NUL, CR or LF, and neither starts nor ends with SP or HTAB.
+_FIELD_NAME = re.compile(rb"[!-9;-@\[-~]+")
+_BAD_VALUE = re.compile(rb"[\x00\n\r]|\A[ \t]|[ \t]\Z")
+# RFC 9113 §8.2.2 / RFC 9114 §4.2: connection-specific fields make a request malformed ("te" is allowed
+# with the value "trailers" only).
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
 
-    __slots__ = ("method", "path", "authority", "protocol", "declared", "headers", "expect_continue", "has_host")
+
+class RequestHead:
+    """A request's header block as the stream protocols read it: pseudo-headers apart, the rest in order.
+
+    Reading it checks the field rules of RFC 9113 §8.2–8.3 and RFC 9114 §4.2–4.3 (the protocol
+    libraries' own checks are off, see ``h2_limits.H2Connection``): the first rule broken is
+    ``problem``, and such a request is malformed (a stream error). Cookie fields a client split for
+    compression are joined again (RFC 9113 §8.2.3, RFC 9114 §4.2.1).
+    """
+
+    __slots__ = (
+        "method", "path", "authority", "protocol", "declared", "headers", "expect_continue", "has_host", "problem"
+    )
     method: bytes | None
     path: bytes | None
     authority: bytes | None
     protocol: bytes | None  # RFC 8441 / RFC 9220 extended CONNECT
     declared: bytes | None  # content-length
+    problem: str | None
 
-    def __init__(self, block: Any) -> None:
-        self.method = self.path = self.authority = self.protocol = self.declared = None
+    def __init__(self, block: Iterable[tuple[bytes, bytes]]) -> None:
+        self.method = self.path = self.authority = self.protocol = self.declared = self.problem = None
         headers: Headers = []
-        expect_continue = has_host = False
-        for raw_name, raw_value in block:
-            # h2 (header_encoding=None) and the QUIC seam hand over bytes; str only from odd callers.
-            name = raw_name if isinstance(raw_name, bytes) else raw_name.encode("latin-1")
-            value = raw_value if isinstance(raw_value, bytes) else raw_value.encode("latin-1")
+        expect_continue = False
+        host: bytes | None = None
+        scheme: bytes | None = None
+        cookies: list[bytes] | None = None
+        problem: str | None = None
+        pseudo = True
+        # h2 (header_encoding=None) and the QUIC seam hand over bytes.
+        for name, value in block:
+            if value and _BAD_VALUE.search(value) is not None:
+                problem = problem or "invalid field value"
             if name[:1] == b":":
+                if not pseudo:
+                    problem = problem or "pseudo-header after a regular field"  # RFC 9113 §8.3
                 if name == b":method":
+                    duplicate = self.method is not None
                     self.method = value
                 elif name == b":path":
+                    duplicate = self.path is not None
                     self.path = value
                 elif name == b":authority":
+                    duplicate = self.authority is not None
                     self.authority = value
+                elif name == b":scheme":
+                    duplicate = scheme is not None
+                    scheme = value
                 elif name == b":protocol":
+                    duplicate = self.protocol is not None
                     self.protocol = value
+                else:
+                    duplicate = False
+                    problem = problem or "unknown pseudo-header"  # RFC 9113 §8.3: requests define these five
+                if duplicate:
+                    problem = problem or "repeated pseudo-header"
                 continue
-            if name == b"host":
-                has_host = True
+            pseudo = False
+            if _FIELD_NAME.fullmatch(name) is None:
+                problem = problem or "invalid field name"
+            elif name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+                problem = problem or "connection-specific field"
+            elif name == b"cookie":
+                if cookies is None:
+                    cookies = []
+                cookies.append(value)
+                continue
+            elif name == b"host":
+                if host is not None:
+                    problem = problem or "repeated host"
+                host = value
             elif name == b"content-length":
                 self.declared = value
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
             headers.append((name, value))
+        if cookies is not None:
+            headers.append((b"cookie", b"; ".join(cookies)))
+        if problem is None:
+            problem = self._pseudo_problem(scheme, host)
         self.headers = headers
         self.expect_continue = expect_continue
-        self.has_host = has_host
+        self.has_host = host is not None
+        self.problem = problem
+
+    def _pseudo_problem(self, scheme: bytes | None, host: bytes | None) -> str | None:
+        """RFC 9113 §8.3.1 (RFC 9114 §4.3.1), RFC 8441 §4: the pseudo-headers a request must (not) have."""
+        method = self.method
+        if method is None:
+            return "no :method"
+        if method == b"CONNECT" and self.protocol is None:
+            if scheme is not None or self.path is not None:
+                return "CONNECT with :scheme or :path"
+        elif scheme is None or self.path is None:
+            return "no :scheme or :path"
+        elif self.protocol is not None and method != b"CONNECT":
+            return ":protocol without CONNECT"
+        if self.path is not None and not self.path:
+            return "empty :path"
+        authority = self.authority
+        if authority is None and host is None:
+            return "no :authority or host"
+        if authority is not None and host is not None and authority != host:
+            return ":authority and host differ"
+        return None
 
     def scope_headers(self) -> Headers:
         """The headers for the scope, once the request passed its checks (they count the client's own)."""
@@ -164,9 +242,9 @@ class MultiplexedProtocol(BaseHTTPProtocol):
     def _start_request(self, stream_id: int, head: RequestHead, ended: bool) -> StreamCycle | None:
         """A request's header block is in: check it, then run the app on its stream (or answer/reset)."""
         method, path = head.method, head.path
-        if method is None or not path:
-            # RFC 9113 §8.3.1 / RFC 9114 §4.3.1: malformed (CONNECT, without :path, is no ASGI HTTP request).
-            self._malformed(stream_id)
+        if head.problem is not None or method is None or not path:
+            # RFC 9113 §8.1.1 / RFC 9114 §4.1.2: malformed (so is a plain CONNECT here: no ASGI request).
+            self._refuse(stream_id, None, head.problem or "CONNECT without :protocol", stop_request=False)
             return None
         headers = head.headers
         declared = head.declared
@@ -192,6 +270,9 @@ class MultiplexedProtocol(BaseHTTPProtocol):
     def _start_tunnel(self, stream_id: int, head: RequestHead, ended: bool) -> None:
         """An extended CONNECT (RFC 8441 §4, RFC 9220 §3): ``:protocol websocket`` opens a WebSocket on
         the stream, with the ASGI ``websocket`` scope an HTTP/1.1 upgrade gets."""
+        if head.problem is not None:
+            self._refuse(stream_id, None, head.problem, stop_request=False)
+            return
         if not self.connect_protocol or head.method != b"CONNECT" or ended or not head.path:
             # We did not advertise it (RFC 8441 §3: the client must not send :protocol then), or the
             # tunnel would have no request stream to run on: malformed.

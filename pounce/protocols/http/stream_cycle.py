@@ -181,7 +181,8 @@ class StreamCycle(StreamOutput, RequestResponseCycle):
                 continue
             if lname == b"content-length":
                 self.length_left = int(value)
-            head.append((lname, value))
+            # RFC 9113 §8.2.1 / RFC 9114 §4.2: no whitespace around a value (h2's own normalising is off).
+            head.append((lname, value.strip(b" \t")))
         if status < 200 or status in NO_CONTENT_STATUSES or self.is_head:
             # RFC 9110 §6.4.1: no content; a HEAD response keeps the length a GET would have had.
             self._body_allowed = False
@@ -209,7 +210,7 @@ class StreamCycle(StreamOutput, RequestResponseCycle):
         self.owner.send_informational(self, status, headers)
 
     def write_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.trailers = trailers or None
+        self.trailers = [(name, value.strip(b" \t")) for name, value in trailers] or None
         self.write_body(b"", False)
 
     def frame_file(self, size: int) -> int:
