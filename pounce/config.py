@@ -891,12 +891,18 @@ class Config:
             return None
         from pounce.protocols.http3.options import http3_problem, resolve_http3
 
-        problem = http3_problem(self.http3_backend, self.ssl_certfile, self.ssl_keyfile)
+        problem = http3_problem(self.http3_backend, self.ssl_certfile, self.ssl_keyfile, self.http3_0rtt, self.http3_retry)
         if problem is not None:
             raise ConfigError(problem)
         assert self.ssl_certfile is not None and self.ssl_keyfile is not None
         return resolve_http3(
-            self.http3_port, self.http3_0rtt, self.http3_retry, self.ssl_certfile, self.ssl_keyfile, self.ssl_keyfile_password
+            self.http3_port,
+            self.http3_0rtt,
+            self.http3_retry,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.ssl_keyfile_password,
+            backend=self.http3_backend,
         )
 
     def setup_event_loop(self) -> None:

@@ -9,24 +9,18 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import sys
 
 BACKENDS = ("auto", "aioquic", "zoomies")
 INSTALL_HINT = "pip install 'pounce-asgi[h3]'"
-# As measured for issue 11 (bengal-zoomies 0.3.3): its QUIC is not RFC 9000/9001 conformant (packet
-# protection, key schedule, QPACK, no MAX_DATA/MAX_STREAM_DATA/MAX_STREAMS), so it talks only to
-# its own client, and no patch layer in Pounce could fix that. The seam is ready for a release that does.
-ZOOMIES_UNAVAILABLE = (
-    "--http3-backend zoomies is not available: bengal-zoomies (0.3.3, as measured) interoperates only "
-    "with its own client and needs Python >= 3.14, so Pounce ships no backend for it yet; "
-    "use --http3-backend aioquic (the default)."
-)
+ZOOMIES_INSTALL_HINT = "pip install 'pounce-asgi[h3]' (bengal-zoomies installs on Python >= 3.14 only)"
 
 
 @dataclasses.dataclass(frozen=True)
 class HTTP3Options:
     """What a worker needs to serve HTTP/3 (``ServerConfig.http3``; None when ``--http3`` is off)."""
 
-    backend: str  # resolved: "aioquic"
+    backend: str  # resolved: "aioquic" or "zoomies" ("auto" is aioquic)
     port: int | None  # None: the port of the TLS listener
     zero_rtt: bool
     retry: bool
@@ -35,16 +29,35 @@ class HTTP3Options:
     password: str | None
 
 
-def http3_problem(backend: str, certfile: object, keyfile: object) -> str | None:
+def http3_problem(
+    backend: str, certfile: object, keyfile: object, zero_rtt: bool = False, retry: bool = False
+) -> str | None:
     """Why ``--http3`` cannot work as configured, or None."""
     if backend not in BACKENDS:
         return f"--http3-backend must be one of {', '.join(BACKENDS)}, not {backend!r}."
     if not certfile or not keyfile:
         return "--http3 needs --ssl-certfile and --ssl-keyfile: QUIC carries its own TLS 1.3, read from those files."
     if backend == "zoomies":
-        return ZOOMIES_UNAVAILABLE
+        return _zoomies_problem(zero_rtt, retry)
     if importlib.util.find_spec("aioquic") is None:
         return f"--http3 needs the aioquic package: {INSTALL_HINT}"
+    return None
+
+
+def _zoomies_problem(zero_rtt: bool, retry: bool) -> str | None:
+    if sys.version_info < (3, 14):
+        return (
+            "--http3-backend zoomies needs Python >= 3.14 (bengal-zoomies supports no older one); this is "
+            f"Python {sys.version_info[0]}.{sys.version_info[1]}. Use --http3-backend aioquic (the default)."
+        )
+    if importlib.util.find_spec("zoomies") is None:
+        return f"--http3-backend zoomies needs the bengal-zoomies package: {ZOOMIES_INSTALL_HINT}"
+    # Neither exists server-side in bengal-zoomies 0.3: it sends no session tickets (so no 0-RTT), and
+    # its Retry lives inside a connection Pounce would discard (see zoomies_backend).
+    if zero_rtt:
+        return "--http3-0rtt is not available with --http3-backend zoomies; use --http3-backend aioquic."
+    if retry:
+        return "--http3-retry is not available with --http3-backend zoomies; use --http3-backend aioquic."
     return None
 
 
@@ -55,9 +68,11 @@ def resolve_http3(
     certfile: str | os.PathLike[str],
     keyfile: str | os.PathLike[str],
     password: str | None,
+    backend: str = "auto",
 ) -> HTTP3Options:
     """The options of a configuration ``http3_problem`` found nothing wrong with."""
-    return HTTP3Options("aioquic", port, zero_rtt, retry, os.fspath(certfile), os.fspath(keyfile), password)
+    resolved = "zoomies" if backend == "zoomies" else "aioquic"  # "auto" is aioquic
+    return HTTP3Options(resolved, port, zero_rtt, retry, os.fspath(certfile), os.fspath(keyfile), password)
 
 
 def alt_svc(port: int) -> tuple[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import socket
 from collections.abc import Sequence
@@ -20,12 +21,37 @@ logger = logging.getLogger("uvicorn.error")
 MAX_CONNECTIONS = 4096
 # Receive windows (see aioquic_backend): unread body a stream, and a connection, may hold.
 STREAM_WINDOW = 262144
+ZOOMIES_RECEIVE_BUFFER = 4 << 20
+# As measured for issue 11 (tests/test_http3_zoomies.py, benchmarks/h3_interop.py).
+ZOOMIES_WARNING = (
+    "HTTP/3 backend zoomies: bengal-zoomies %s interoperates only with zoomies clients, not with "
+    "browsers, curl or aioquic; use --http3-backend aioquic to serve those."
+)
 
 
-def make_backend(config: Config) -> QuicBackend:
+def make_backend(config: Config, worker_id: int = 0) -> QuicBackend:
+    """The backend ``options.backend`` names ("auto" resolved to aioquic by ``resolve_http3``).
+
+    ``worker_id``: this server's worker (0 on its own, 1 and up under a supervisor); the zoomies warning
+    goes out from the first one only, so a server logs it once however many workers it has.
+    """
     cfg = config.server_config
     options = cfg.http3
     assert options is not None
+    connection_window = STREAM_WINDOW * min(cfg.h2_max_concurrent_streams, 64)
+    if options.backend == "zoomies":
+        from pounce.protocols.http3.zoomies_backend import ZoomiesBackend
+
+        if worker_id <= 1:  # worker IDs are never reused, so a replaced or reloaded worker stays quiet
+            logger.warning(ZOOMIES_WARNING, _zoomies_version())
+        return ZoomiesBackend(
+            certfile=options.certfile,
+            keyfile=options.keyfile,
+            password=options.password,
+            idle_timeout=float(cfg.timeout_keep_alive),
+            stream_window=STREAM_WINDOW,
+            connection_window=connection_window,
+        )
     from pounce.protocols.http3.aioquic_backend import AioquicBackend
 
     return AioquicBackend(
@@ -35,11 +61,18 @@ def make_backend(config: Config) -> QuicBackend:
         idle_timeout=float(cfg.timeout_keep_alive),
         max_streams=cfg.h2_max_concurrent_streams,
         stream_window=STREAM_WINDOW,
-        connection_window=STREAM_WINDOW * min(cfg.h2_max_concurrent_streams, 64),
+        connection_window=connection_window,
         zero_rtt=options.zero_rtt,
         retry=options.retry,
         connect_protocol=carries_streams(cfg.ws_protocol_class),  # WebSockets on streams (RFC 9220)
     )
+
+
+def _zoomies_version() -> str:
+    try:
+        return importlib.metadata.version("bengal-zoomies")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 async def start_http3(
@@ -71,7 +104,11 @@ async def start_http3(
     except OSError:
         sock.close()
         raise
-    backend = make_backend(config)
+    backend = make_backend(config, server_state.event_bus.worker_id)
+    if backend.name == "zoomies":
+        # zoomies cannot survive one lost packet (see zoomies_backend): a larger receive buffer keeps a
+        # burst from being dropped while the loop is busy (the kernel caps it at net.core.rmem_max).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ZOOMIES_RECEIVE_BUFFER)
     loop = asyncio.get_running_loop()
 
     def make_connection(endpoint: H3Endpoint, session: QuicSession, peer: Address) -> H3Protocol:
@@ -84,4 +121,4 @@ async def start_http3(
     return endpoint
 
 
-__all__ = ["MAX_CONNECTIONS", "make_backend", "start_http3"]
+__all__ = ["MAX_CONNECTIONS", "ZOOMIES_WARNING", "make_backend", "start_http3"]

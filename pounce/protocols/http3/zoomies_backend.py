@@ -1,0 +1,519 @@
+"""The bengal-zoomies backend (``--http3-backend zoomies``, Python >= 3.14): zoomies' QuicConnection and
+H3Connection behind the seam (``pounce.protocols.http3.seam``).
+
+zoomies 0.3.x does the handshake, packet protection, ACKs, loss recovery and QPACK (static table only
+here); it talks only to zoomies clients (see README "Backends and interop"). Several things the seam
+promises zoomies does not do; what this module does instead, each where it is done:
+
+* flow control: zoomies never sends MAX_DATA, MAX_STREAM_DATA or MAX_STREAMS (and cannot parse them:
+  it skips unknown frames as if they carried a length). Its receive limits are therefore lifetime
+  totals that end the whole connection with FLOW_CONTROL_ERROR. We advertise no usable limit to it
+  (``_UNBOUNDED``) and bound the request body a connection holds ourselves: a stream holding more than
+  ``stream_window`` (unread body plus an HTTP/3 frame still being assembled, as zoomies' H3 layer
+  delivers a DATA frame only once it is complete), or making the connection hold more than
+  ``connection_window``, is reset with H3_EXCESSIVE_LOAD (RFC 9114 §8.1). ``consumed`` frees our
+  count; no credit goes to the peer, as zoomies has no frame for it.
+* send credit: the peer's initial MAX_DATA and MAX_STREAM_DATA are, for zoomies, final, so what we
+  hand zoomies stays within them, and what does not fit waits here (``unsent`` reports it, and the
+  protocol's write timeout resets a stream that never gets through).
+* packet size: zoomies puts one ``send_stream_data`` call in one packet whatever its size, so bytes
+  go to it in pieces that fit a 1200-byte datagram (``_PIECE``).
+* loss: zoomies derives a packet's AEAD nonce from the packet number it expects next, not the one
+  received (RFC 9001 §5.3), so after one lost or reordered 1-RTT packet its receiver decrypts
+  nothing more and the connection stalls until the idle timeout (it also resends lost STREAM data at
+  the stream's end, not at its offset). Nothing on our side can repair that; what we do is keep loss
+  unlikely where zoomies can work at all (one host, a LAN): at most ``_IN_FLIGHT`` bytes are
+  unacknowledged, so a burst does not overrun the receiver's socket buffer (zoomies' congestion
+  window grows without limit until a loss, which is fatal here).
+* ACKs: zoomies acknowledges ACK-only packets, and its peer does too, so ACKs answer each other
+  without end; ``_Connection`` acknowledges only ack-eliciting packets (RFC 9000 §13.2.1).
+* RESET_STREAM, STOP_SENDING, PING and an application CONNECTION_CLOSE (0x1d): zoomies can receive
+  them but not send them; we build the frames and send each once in a 1-RTT packet through zoomies'
+  packet protection (``_packet``); a lost one is not sent again (nor would it help, see above).
+* GOAWAY (RFC 9114 §5.2): zoomies' H3 layer has no frame for it and opens no control stream; we open
+  the control stream (SETTINGS first, RFC 9114 §6.2.1) and write GOAWAY on it ourselves. The peer's
+  control and QPACK streams are not read (zoomies' H3 layer cannot parse a stream type), so a client's
+  SETTINGS and GOAWAY are ignored.
+* connection IDs: zoomies keeps the client's first destination connection ID as its own, so only
+  Initials whose destination connection ID has our routing length (8 bytes) are accepted.
+* Version Negotiation and the CONNECTION_REFUSED close are built here (zoomies has neither).
+* not available: 0-RTT and Retry (``options.http3_problem`` refuses them), ALPN (zoomies' TLS sends
+  none), and RFC 9000 §7.3 connection ID authentication (zoomies sends no such transport parameters).
+* memory: zoomies keeps every byte sent on a stream, for retransmission, until the connection ends;
+  we drop that copy once a stream is finished and nothing of it is in flight, or it was reset
+  (``_release_finished``). What zoomies keeps per stream besides (some hundred bytes) stays until the
+  connection ends.
+* aioquic and other RFC 9000 clients: zoomies reads every packet number as 4 bytes (RFC 9000 §17.1
+  allows 1 to 4; aioquic's first Initial has 2), so their Initial does not decrypt and no connection
+  opens (``opened`` is False; the endpoint drops it).
+
+These reach into zoomies internals (``_stream_send_queue``, ``_encrypt_short_packet``, ``_send_queue``,
+``_tls_ctx``, ``_streams``, ``_stream_buffers``), as read in bengal-zoomies 0.3.3; the ``h3`` extra
+pins it below 0.4.
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from zoomies import QuicConfiguration, QuicConnection
+from zoomies import events as zevents
+from zoomies.crypto import CryptoPair
+from zoomies.encoding import Buffer
+from zoomies.frames.ack import pull_ack_frame
+from zoomies.h3 import H3Connection
+from zoomies.packet.builder import push_initial_packet_header
+from zoomies.recovery import SentPingFrame
+
+from pounce.protocols.http3 import seam
+
+QUIC_VERSION_1 = 0x00000001  # the only version zoomies speaks
+CID_LENGTH = 8  # zoomies issues 8-byte connection IDs; see the module docstring for the client's
+# One STREAM frame per packet, in a 1200-byte datagram: zoomies allows 1154 bytes of frames, and a
+# STREAM frame's type, stream ID, offset and length take at most 25.
+_PIECE = 1100
+# Unacknowledged bytes (in flight plus queued in zoomies) a connection may have: 40 datagrams, well
+# within a default Linux socket receive buffer (see the module docstring). What does not fit waits
+# here, where ``unsent`` and a reset can see it.
+_IN_FLIGHT = 48000
+# zoomies' receive limits are lifetime totals with no MAX_DATA to raise them (see the module
+# docstring): 2**62 - 1, the largest QUIC varint, so that only our own bounds apply.
+_UNBOUNDED = (1 << 62) - 1
+_CONTROL_STREAM = 3  # our first unidirectional stream (RFC 9000 §2.1: server-initiated, uni)
+_H3_GOAWAY = 0x07
+_H3_SETTINGS = 0x04
+_STREAM_TYPE_CONTROL = 0x00
+_CONNECTION_REFUSED = 0x02  # RFC 9000 §20.1
+
+
+def _varint(value: int) -> bytes:
+    buf = Buffer()
+    buf.push_uint_var(value)
+    return bytes(buf.data)
+
+
+def _only_acks(payload: bytes) -> bool:
+    """Whether a packet's frames are ACKs and PADDING only: a packet nobody must acknowledge."""
+    buf = Buffer(data=payload)
+    try:
+        while not buf.eof():
+            frame_type = buf.pull_uint_var()
+            if frame_type == 0x00:
+                continue
+            if frame_type not in (0x02, 0x03):
+                return False
+            pull_ack_frame(buf)
+            if frame_type == 0x03:  # ECN counts
+                for _ in range(3):
+                    buf.pull_uint_var()
+    except ValueError:
+        return False
+    return True
+
+
+class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped for mypy (< 3.14)
+    """zoomies' connection, acknowledging only ack-eliciting packets (RFC 9000 §13.2.1).
+
+    zoomies acknowledges every 1-RTT packet, ACK-only ones included, and so does its client: each
+    ACK answers the last, an ACK storm that overruns socket buffers, and a lost packet is fatal to
+    zoomies (see the module docstring). Here a packet of ACKs alone leaves the ACK state as it was.
+    """
+
+    _acks_only = False
+    _ack_needed_application: bool  # zoomies': an ACK goes out with the next datagrams
+
+    def _handle_short(self, data: bytes, buf: Any, header: Any, events: list[Any]) -> None:
+        before = self._ack_needed_application
+        self._acks_only = False
+        super()._handle_short(data, buf, header, events)
+        if self._acks_only:
+            self._ack_needed_application = before
+
+    def _parse_payload_frames(self, payload: bytes, events: list[Any], **kwargs: Any) -> None:
+        self._acks_only = _only_acks(payload)
+        super()._parse_payload_frames(payload, events, **kwargs)
+
+
+class ZoomiesSession:
+    """One connection: ``seam.QuicSession`` over zoomies."""
+
+    def __init__(self, quic: Any, original_cid: bytes, stream_window: int, connection_window: int) -> None:
+        self._quic = quic
+        # zoomies' H3 layer frames and parses; what it frames comes to ``send_stream_data`` below.
+        self._h3: Any = H3Connection(self, is_client=False)
+        self._cids: list[bytes] = [original_cid]
+        self._events: list[seam.SessionEvent] = []
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        # Bytes framed for a stream that zoomies has not been given yet, and whether FIN follows them.
+        self._outbox: dict[int, bytearray] = {}
+        self._fin: set[int] = set()
+        self._finished: set[int] = set()  # request streams whose FIN zoomies has: see ``_release_finished``
+        self._sent: collections.Counter[int] = collections.Counter()  # bytes given to zoomies, per stream
+        # Request body delivered to the protocol and not yet taken by the app, per stream and in all.
+        self._unconsumed: dict[int, int] = {}
+        self._unconsumed_total = 0
+        self._discard: set[int] = set()  # request streams we ended: what still comes for them is dropped
+        self._reset: set[int] = set()  # request streams we sent RESET_STREAM on
+        self._control_open = False
+        self._closed = False
+
+    # seam.QuicSession
+    def connection_ids(self) -> Sequence[bytes]:
+        return self._cids
+
+    def receive(self, data: bytes, addr: seam.Address, now: float) -> None:
+        self._translate(self._quic.datagram_received(data, addr, now=now))
+
+    def opened(self) -> bool:
+        # zoomies counts packet numbers only once a packet decrypted.
+        quic = self._quic
+        return bool(quic._initial_recv_pn or quic._handshake_recv_pn or quic._one_rtt_recv_pn)
+
+    def handle_timer(self, now: float) -> None:
+        self._translate(self._quic.handle_timer(now))
+
+    def timer(self) -> float | None:
+        at = self._quic.get_timer()
+        return None if at is None else float(at)
+
+    def datagrams(self, now: float) -> list[tuple[bytes, seam.Address]]:
+        quic = self._quic
+        self._feed()
+        if self._finished:
+            self._release_finished()
+        packets = quic.send_datagrams(now=max(now, 1e-9))  # zoomies warns about a clock at 0
+        addr = (str(quic._peer_addr[0]), int(quic._peer_addr[1]))
+        return [(bytes(packet), addr) for packet in packets]
+
+    def events(self) -> list[seam.SessionEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self._h3.send_headers(stream_id, headers, end_stream)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._h3.send_data(stream_id, data, end_stream)
+        elif end_stream:
+            self.send_stream_data(stream_id, b"", True)  # FIN alone, no empty DATA frame
+
+    def unsent(self, stream_id: int) -> int:
+        waiting = len(self._outbox.get(stream_id, b""))
+        for queued_id, data, _ in self._quic._stream_send_queue:
+            if queued_id == stream_id:
+                waiting += len(data)
+        return waiting
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        # Our count only: zoomies has no MAX_STREAM_DATA to send (see the module docstring).
+        left = self._unconsumed.get(stream_id, 0) - size
+        if left > 0:
+            self._unconsumed[stream_id] = left
+        else:
+            self._unconsumed.pop(stream_id, None)
+        self._unconsumed_total -= size
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        if stream_id in self._reset:
+            return
+        self._reset.add(stream_id)
+        self._drop_output(stream_id)
+        frames = _varint(0x04) + _varint(stream_id) + _varint(error_code) + _varint(self._final_size(stream_id))
+        if not self._receive_done(stream_id):
+            frames += _varint(0x05) + _varint(stream_id) + _varint(error_code)
+        self._forget_input(stream_id)
+        self._send_frames(frames)
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        if self._receive_done(stream_id) or stream_id in self._discard:
+            self._forget_input(stream_id)
+            return
+        self._forget_input(stream_id)
+        self._send_frames(_varint(0x05) + _varint(stream_id) + _varint(error_code))
+
+    def ping(self) -> None:
+        self._send_frames(b"\x01")
+
+    def goaway(self, first_refused: int) -> None:
+        if self._control_open and not self._closed:
+            payload = _varint(first_refused)
+            self.send_stream_data(_CONTROL_STREAM, _varint(_H3_GOAWAY) + _varint(len(payload)) + payload, False)
+
+    def close(self, error_code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        quic = self._quic
+        if self._one_rtt():
+            # An HTTP/3 error code belongs in the application CONNECTION_CLOSE (0x1d, RFC 9000 §19.19);
+            # zoomies' own close writes 0x1c, so we write the frame and mark the connection closed.
+            # zoomies reads a 0x1d frame as if it had 0x1c's frame type field: with an empty reason
+            # phrase and one PADDING byte after it, it reads the right error code (the phrase is lost).
+            self._packet(_varint(0x1D) + _varint(error_code) + _varint(0) + b"\x00")
+            quic._state = type(quic._state).CLOSED
+        else:
+            quic.close(error_code=error_code, reason=reason)
+
+    # zoomies' H3StreamSender: what its H3 layer frames, and our own control stream, wait in the outbox.
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        if stream_id in self._reset:
+            return
+        self._outbox.setdefault(stream_id, bytearray()).extend(data)
+        if end_stream:
+            self._fin.add(stream_id)
+
+    # Output
+    def _feed(self) -> None:
+        """Hand zoomies what fits: its send queue, our pieces, and the peer's (final) credit."""
+        quic = self._quic
+        if not self._one_rtt() or self._closed or not self._outbox:
+            return
+        params = quic._tls_ctx._peer_transport_params if quic._tls_ctx is not None else None
+        stream_limit = getattr(params, "initial_max_stream_data_bidi_local", None) or 0
+        connection_room = quic._peer_max_data - quic._peer_data_sent if quic._peer_max_data > 0 else _UNBOUNDED
+        for stream_id in list(self._outbox):
+            buffer = self._outbox[stream_id]
+            while quic._cc.bytes_in_flight + quic._stream_send_queue_bytes < _IN_FLIGHT:
+                room = min(_PIECE, connection_room)
+                if stream_id % 4 == 0 and stream_limit:
+                    room = min(room, stream_limit - self._sent[stream_id])
+                piece = bytes(buffer[:room]) if room > 0 else b""
+                fin = stream_id in self._fin and len(piece) == len(buffer)
+                if not piece and not fin:
+                    break  # out of the peer's credit (or nothing left): it waits, see ``unsent``
+                del buffer[: len(piece)]
+                quic.send_stream_data(stream_id, piece, fin)
+                self._sent[stream_id] += len(piece)
+                connection_room -= len(piece)
+                if fin:
+                    self._fin.discard(stream_id)
+                    self._sent.pop(stream_id, None)
+                    if stream_id % 4 == 0:
+                        self._finished.add(stream_id)
+                    break
+                if not buffer:
+                    break
+            if not buffer and stream_id not in self._fin:
+                del self._outbox[stream_id]
+
+    def _send_frames(self, frames: bytes) -> None:
+        if self._one_rtt() and not self._closed:
+            self._packet(frames)
+
+    def _packet(self, frames: bytes) -> None:
+        """One 1-RTT packet of frames zoomies has no sender for, through its packet protection. It is
+        recorded as a PING, which zoomies never sends again: neither is this (see the module docstring)."""
+        quic = self._quic
+        quic._send_queue.append(quic._encrypt_short_packet(frames, (SentPingFrame(),)))
+
+    def _release_finished(self) -> None:
+        """Drop zoomies' copy of what finished streams sent once none of it can need resending.
+
+        zoomies keeps every byte sent on a stream, for retransmission, until the connection ends; a
+        stream whose FIN went out and none of whose packets are in flight any more needs none of them.
+        """
+        quic = self._quic
+        in_flight = {
+            frame.stream_id
+            for packet in quic._application_space.sent_packets.values()
+            for frame in packet.frames
+            if getattr(frame, "stream_id", None) in self._finished
+        }
+        for stream_id in [sid for sid in self._finished if sid not in in_flight]:
+            self._finished.discard(stream_id)
+            self._release(stream_id)
+
+    def _release(self, stream_id: int) -> None:
+        stream = self._quic._streams.get(stream_id)
+        if stream is not None:
+            send = stream._send
+            send._send_buffer = bytearray()
+            send._buffer_start = send.sent_end  # older offsets: nothing to resend (get_data gives b"")
+
+    def _drop_output(self, stream_id: int) -> None:
+        self._outbox.pop(stream_id, None)
+        self._fin.discard(stream_id)
+        self._sent.pop(stream_id, None)
+        quic = self._quic
+        kept = [item for item in quic._stream_send_queue if item[0] != stream_id]
+        if len(kept) != len(quic._stream_send_queue):
+            quic._stream_send_queue = kept
+            quic._stream_send_queue_bytes = sum(len(data) for _, data, _ in kept)
+        self._finished.discard(stream_id)
+        self._release(stream_id)  # reset: what was sent is not sent again
+
+    def _final_size(self, stream_id: int) -> int:
+        stream = self._quic._streams.get(stream_id)
+        return int(stream._send.sent_end) if stream is not None else 0
+
+    def _receive_done(self, stream_id: int) -> bool:
+        stream = self._quic._streams.get(stream_id)
+        return stream is not None and bool(stream.receive_complete)
+
+    def _one_rtt(self) -> bool:
+        quic = self._quic
+        return quic._one_rtt_crypto is not None and quic._state == type(quic._state).ONE_RTT
+
+    # Input
+    def _forget_input(self, stream_id: int) -> None:
+        """The request side of the stream is over for us: drop what is buffered and what still comes."""
+        self._h3._stream_buffers.pop(stream_id, None)
+        left = self._unconsumed.pop(stream_id, 0)
+        self._unconsumed_total -= left
+        if not self._receive_done(stream_id):
+            self._discard.add(stream_id)
+
+    def _translate(self, quic_events: list[Any]) -> None:
+        out = self._events
+        for event in quic_events:
+            if isinstance(event, zevents.StreamDataReceived):
+                if event.stream_id % 4 == 0:
+                    self._request_data(event)
+                # Peer-initiated unidirectional streams (control, QPACK) are not read: see the docstring.
+            elif isinstance(event, (zevents.StreamReset, zevents.StopSendingReceived)):
+                if event.stream_id % 4 == 0:
+                    if isinstance(event, zevents.StreamReset):
+                        self._forget_input(event.stream_id)
+                        self._discard.discard(event.stream_id)  # nothing follows a RESET_STREAM
+                    out.append(seam.StreamReset(event.stream_id, event.error_code))
+            elif isinstance(event, zevents.ConnectionIdIssued):
+                self._cids.append(event.connection_id)
+                out.append(seam.ConnectionIdIssued(event.connection_id))
+            elif isinstance(event, zevents.ConnectionIdRetired):
+                out.append(seam.ConnectionIdRetired(event.connection_id))
+            elif isinstance(event, zevents.HandshakeComplete):
+                self._open_control_stream()
+                out.append(seam.HandshakeCompleted(None, False))  # zoomies negotiates no ALPN
+            elif isinstance(event, zevents.ConnectionClosed):
+                self._closed = True
+                out.append(seam.ConnectionTerminated(event.error_code, event.reason or ""))
+
+    def _request_data(self, event: Any) -> None:
+        stream_id = event.stream_id
+        if stream_id in self._discard:
+            if event.end_stream:
+                self._discard.discard(stream_id)
+            return
+        out = self._events
+        for h3_event in self._h3.handle_event(event):
+            if isinstance(h3_event, zevents.H3HeadersReceived):
+                out.append(seam.HeadersReceived(stream_id, list(h3_event.headers), h3_event.end_stream))
+            elif isinstance(h3_event, zevents.H3DataReceived):
+                if h3_event.data:
+                    size = len(h3_event.data)
+                    self._unconsumed[stream_id] = self._unconsumed.get(stream_id, 0) + size
+                    self._unconsumed_total += size
+                out.append(seam.DataReceived(stream_id, h3_event.data, h3_event.end_stream))
+        if event.end_stream and not self._h3._stream_buffers.get(stream_id):
+            return
+        # The bounds zoomies' missing flow control leaves to us (see the module docstring).
+        assembling = len(self._h3._stream_buffers.get(stream_id, b""))
+        held = assembling + self._unconsumed.get(stream_id, 0)
+        if held > self.stream_window or assembling + self._unconsumed_total > self.connection_window:
+            self.reset_stream(stream_id, seam.H3_EXCESSIVE_LOAD)
+            out.append(seam.StreamReset(stream_id, seam.H3_EXCESSIVE_LOAD))
+
+    def _open_control_stream(self) -> None:
+        if self._control_open:
+            return
+        self._control_open = True
+        # RFC 9114 §6.2.1: the stream type, then SETTINGS (empty: no dynamic QPACK table, defaults).
+        self.send_stream_data(_CONTROL_STREAM, _varint(_STREAM_TYPE_CONTROL) + _varint(_H3_SETTINGS) + _varint(0), False)
+
+
+class ZoomiesBackend:
+    """``seam.QuicBackend`` over zoomies."""
+
+    name = "zoomies"
+    connection_id_length = CID_LENGTH
+
+    def __init__(
+        self,
+        *,
+        certfile: str,
+        keyfile: str | None,
+        password: str | None,
+        idle_timeout: float,
+        stream_window: int,
+        connection_window: int,
+    ) -> None:
+        with open(certfile, "rb") as f:
+            certificate = f.read()
+        private_key = certificate
+        if keyfile is not None:
+            with open(keyfile, "rb") as f:
+                private_key = f.read()
+        if password is not None:
+            private_key = _decrypt_key(private_key, password)
+        self.configuration = QuicConfiguration(
+            is_client=False,
+            certificate=certificate,
+            private_key=private_key,
+            idle_timeout=idle_timeout,
+            max_data=_UNBOUNDED,
+            max_stream_data=_UNBOUNDED,
+        )
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+
+    def supports_version(self, version: int) -> bool:
+        return version == QUIC_VERSION_1
+
+    def is_initial(self, first_byte: int, version: int) -> bool:
+        return (first_byte & 0x30) >> 4 == 0  # RFC 9000 §17.2: long packet type, bits 4-5
+
+    def version_negotiation(self, packet: seam.InitialPacket) -> bytes:
+        # RFC 8999 §6 (zoomies builds none): our connection IDs are the client's, swapped.
+        return (
+            bytes([0x80 | 0x40])
+            + (0).to_bytes(4, "big")
+            + bytes([len(packet.source_cid)])
+            + packet.source_cid
+            + bytes([len(packet.destination_cid)])
+            + packet.destination_cid
+            + QUIC_VERSION_1.to_bytes(4, "big")
+        )
+
+    def accept(
+        self, data: bytes, packet: seam.InitialPacket, addr: seam.Address, now: float
+    ) -> ZoomiesSession | bytes | None:
+        if len(packet.destination_cid) != CID_LENGTH:
+            return None  # zoomies would keep it as our connection ID, which routing could not find
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            quic = _Connection(self.configuration)
+        return ZoomiesSession(quic, packet.destination_cid, self.stream_window, self.connection_window)
+
+    def refuse(self, packet: seam.InitialPacket) -> bytes | None:
+        """An Initial carrying CONNECTION_CLOSE (CONNECTION_REFUSED), in the client's Initial keys."""
+        crypto: Any = CryptoPair()
+        crypto.setup_initial(cid=packet.destination_cid, is_client=False)
+        payload = _varint(0x1C) + _varint(_CONNECTION_REFUSED) + _varint(0) + _varint(0)
+        payload += b"\x00" * 16  # PADDING: header protection samples 16 bytes past the packet number
+        header = Buffer()
+        push_initial_packet_header(
+            header,
+            destination_cid=packet.source_cid,
+            source_cid=packet.destination_cid,
+            token=b"",
+            payload_length=4 + len(payload) + 16,  # packet number, payload, AEAD tag
+        )
+        return bytes(crypto.encrypt_packet(bytes(header.data), payload, 0))
+
+
+def _decrypt_key(pem: bytes, password: str) -> bytes:
+    """zoomies takes an unencrypted PEM key: decrypt it with ``--ssl-keyfile-password`` here."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password.encode())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+__all__ = ["ZoomiesBackend", "ZoomiesSession"]
