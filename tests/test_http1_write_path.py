@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pytest
 
@@ -180,3 +181,32 @@ def test_a_stream_that_never_pauses_is_written_as_it_grows() -> None:
     assert len(writes) >= 4
     assert all(len(w) < COALESCE_LIMIT + 2 * len(chunk) for w in writes)
     assert b"".join(writes).count(chunk) == count
+
+
+async def _sized(scope: Any, receive: Any, send: Any) -> None:
+    """Declares the Content-Length given in the query and sends the body in the path."""
+    declared = unquote_to_bytes(scope["query_string"])
+    body = scope["path"][1:].encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", declared)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_remembered_content_lengths_still_frame_each_response() -> None:
+    with run_server(_sized, http="auto") as server:
+        for path, declared in [("abc", b"3"), ("abcd", b"4"), ("abc", b"3"), ("", b"0")]:
+            with server.connect() as sock:
+                sock.sendall(b"GET /%s?%s HTTP/1.1\r\n" % (path.encode(), declared) + H + b"\r\n")
+                response = read_response(sock)
+                assert response.header(b"content-length") == declared and response.body == path.encode()
+        # A length seen (and remembered) before must still be held to: a longer body is an app error.
+        with server.connect() as sock:
+            sock.sendall(b"GET /abcdef?3 HTTP/1.1\r\n" + H + b"\r\n")
+            assert b"abcdef" not in wait_closed(sock)
+
+
+@pytest.mark.parametrize("declared", [b"+3", b" 3", b"3 ", b"0x3", b"1_0", b"-3"])
+def test_content_length_that_is_not_digits_is_an_app_error(declared: bytes) -> None:
+    # int() takes all of these; sent on as the app wrote them, they would reach the client.
+    with run_server(_sized, http="auto") as server, server.connect() as sock:
+        sock.sendall(b"GET /abc?%s HTTP/1.1\r\n" % declared.replace(b" ", b"%20") + H + b"\r\n")
+        assert b"content-length: " + declared not in wait_closed(sock)

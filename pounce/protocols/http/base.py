@@ -81,6 +81,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
         self.logger = logging.getLogger("uvicorn.error")
         self.ws_protocol_class = cfg.ws_protocol_class
         self.root_path = cfg.root_path
+        self.root_path_raw = cfg.root_path.encode("ascii")
         self.limit_concurrency = cfg.limit_concurrency
         self.app_state = app_state
         self.asgi_version = cfg.asgi_version
@@ -271,7 +272,7 @@ class BaseHTTPProtocol(asyncio.Protocol):
             "method": method.decode("ascii"),
             "root_path": self.root_path,
             "path": self.root_path + path,
-            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "raw_path": self.root_path_raw + raw_path,
             "query_string": query_string,
             "headers": headers,
             "state": self.app_state.copy(),

@@ -242,10 +242,16 @@ class RequestResponseCycle:
                 # that did not go out complete must not count as complete (its connection is closed).
                 self.write_body(body, more_body)
                 observer = self.observer
-                if observer is not None and self._body_allowed:
-                    observer.body_bytes += len(body)
-                if not more_body:
-                    self._completed()
+                if observer is not None:
+                    if self._body_allowed:
+                        observer.body_bytes += len(body)
+                    if not more_body:
+                        self._completed()
+                elif not more_body:
+                    # _completed() without an observer, inlined: this runs once per response.
+                    self.response_complete = True
+                    if self._wakeup is not None:
+                        self._wakeup.set()
 
         else:
             raise RuntimeError(f"Unexpected ASGI message '{message_type}' sent, after response already completed.")

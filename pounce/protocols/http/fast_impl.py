@@ -46,6 +46,9 @@ PIPELINE_BATCH = 32
 # once full it stops growing, and what varies per response simply misses.
 _HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
 _HEADER_LINES_MAX = 512
+# Content-Length fields already validated, with their line and value: an app answering the same few
+# sizes over and over (the same page, an empty body) checks and encodes each once. Bounded the same way.
+_LENGTH_LINES: dict[tuple[bytes, bytes], tuple[bytes, int]] = {}
 # Streamed body bytes held back until the loop iteration ends; past this they are written at once, so
 # that flow control (the transport's write buffer) still sees an app that streams without pausing.
 COALESCE_LIMIT = 65536
@@ -106,6 +109,12 @@ class FastCycle(RequestResponseCycle):
             if line is not None:
                 parts.append(line)
                 continue
+            known = _LENGTH_LINES.get(header) if type(header) is tuple else None
+            if known is not None:
+                parts.append(known[0])
+                self._length_left = known[1]
+                self._framed = True
+                continue
             name, value = header
             if INVALID_HEADER_NAME.search(name):
                 raise RuntimeError("Invalid HTTP header name.")
@@ -113,8 +122,17 @@ class FastCycle(RequestResponseCycle):
                 raise RuntimeError("Invalid HTTP header value.")
             lname = name.lower()
             if lname == b"content-length":
-                self._length_left = int(value)
+                # RFC 9110 §8.6: Content-Length = 1*DIGIT; int() would also take "+5", " 5" or "1_0", and
+                # the field would go out as the app wrote it.
+                if not value.isdigit():
+                    raise RuntimeError("Invalid HTTP Content-Length header value.")
+                self._length_left = length = int(value)
                 self._framed = True
+                line = b"%s: %s\r\n" % (name, value)
+                if len(_LENGTH_LINES) < _HEADER_LINES_MAX and type(header) is tuple:
+                    _LENGTH_LINES[header] = (line, length)
+                parts.append(line)
+                continue
             elif lname == b"transfer-encoding":
                 # The app asked for chunked framing: we do the encoding, it sends plain bytes.
                 self._chunked = self._framed = b"chunked" in value.lower()
@@ -137,8 +155,13 @@ class FastCycle(RequestResponseCycle):
             self._framed = True
         self._head_parts = parts
         # If the app awaits something between start and body, the head still leaves promptly: heads
-        # waiting for their body are flushed together once per loop iteration.
-        self._queue()
+        # waiting for their body are flushed together once per loop iteration. (_queue, inlined: this
+        # runs once per response.)
+        self._queued = True
+        pending = self.pending_heads
+        pending.append(self)
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(_flush_pending_heads, pending)
 
     def _queue(self) -> None:
         if not self._queued:

@@ -71,6 +71,7 @@ _FRAMING_FIELDS = frozenset(
 # RFC 9112 §2.2: a bare LF as a line terminator is something we do not accept. Searched only while a
 # head is incomplete, so a client using LF line endings gets a prompt 400 instead of a header timeout.
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_NO_TOKENS: frozenset[bytes] = frozenset()
 # RFC 9112 §3.2.2 / RFC 3986 §3.1: absolute-form starts with a scheme and "://".
 _ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -207,11 +208,11 @@ def parse_request_head(
             raise ProtocolError(414, "Request line too long")
         raise ProtocolError(431, "Request header fields too large")
 
-    head = buf[: end + 2] if type(buf) is bytes else bytes(buf[: end + 2])
-    # One pass validates the request line and every field line (RFC 9112 §3 and §5, see _HEAD).
-    match = _HEAD.fullmatch(head, start)
+    # One pass validates the request line and every field line (RFC 9112 §3 and §5, see _HEAD). Matched in
+    # place: the groups are bytes even of a bytearray, so the head is never copied out of the buffer first.
+    match = _HEAD.fullmatch(buf, start, end + 2)
     if match is None:
-        _explain_invalid_head(head, start, max_line)
+        _explain_invalid_head(bytes(buf[: end + 2]), start, max_line)
     method, target, major, minor, fields = match.groups()
     if major != b"1":
         # RFC 9110 §15.6.6: 505 for a major version we do not implement.
@@ -298,7 +299,7 @@ def parse_request_head(
     else:
         length = int(content_length)
 
-    tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
+    tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else _NO_TOKENS
     # RFC 9112 §9.3: 1.1 is persistent unless "close". HTTP/1.0 keep-alive is never honoured, as in
     # Uvicorn (both its parsers) and h11: 1.0 clients get "connection: close" and the connection ends.
     keep_alive = http_version == "1.1" and b"close" not in tokens
