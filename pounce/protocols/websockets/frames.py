@@ -28,6 +28,8 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from pounce.protocols.websockets.masking import unmask, unmask_onto
+
 if TYPE_CHECKING:
     from wsproto.extensions import PerMessageDeflate
 
@@ -42,10 +44,6 @@ OP_PONG = 0xA
 # are only ever reported locally, never put on the wire.
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 _LOCAL_ONLY_CLOSE_CODES = frozenset({1005, 1006, 1015})
-
-_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
-# Below this size XOR through Python ints is faster; above it, four strided translate()s are.
-_INT_UNMASK_MAX = 1024
 
 # RFC 6455 5.4 puts no bound on the number of fragments, but each one costs a frame parse whatever
 # its size: a message may have at most max(MIN_FRAGMENTS, max_size // BYTES_PER_FRAGMENT) of them,
@@ -87,22 +85,6 @@ class _TooBig(ProtocolViolation):
     def __init__(self, max_size: int, fitting: bytes) -> None:
         super().__init__(1009, f"Message exceeds the maximum size ({max_size} bytes)")
         self.fitting = fitting
-
-
-def unmask(buf: bytes | bytearray, start: int, stop: int, mask: bytes | bytearray) -> bytes:
-    """``buf[start:stop]`` XORed with the 4-byte client ``mask``, starting at its first byte (RFC 6455 5.3)."""
-    n = stop - start
-    if n <= _INT_UNMASK_MAX:
-        key = (mask * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(buf[start:stop], "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-    data = bytearray(memoryview(buf)[start:stop])  # the one copy the payload needs
-    if mask != b"\x00\x00\x00\x00":
-        a, b, c, d = (_XOR_TABLES[byte] for byte in mask)
-        data[0::4] = data[0::4].translate(a)
-        data[1::4] = data[1::4].translate(b)
-        data[2::4] = data[2::4].translate(c)
-        data[3::4] = data[3::4].translate(d)
-    return bytes(data)
 
 
 def frame_header(opcode: int, length: int, rsv1: bool = False) -> bytes:
@@ -550,7 +532,10 @@ class FrameReader:
         try:
             if n:
                 mask = self.frame_mask
-                self.add(unmask(data, pos, pos + n, mask))
+                if self.compressed:
+                    self.add(unmask(data, pos, pos + n, mask))
+                else:
+                    self.add_unmasked(data, pos, pos + n, mask)
                 self.remaining = left
                 shift = n & 3
                 if shift:
@@ -581,6 +566,14 @@ class FrameReader:
             if self.utf8 is not None:
                 self.check_utf8(self.utf8, chunk)
             self.buffer += chunk
+
+    def add_unmasked(self, data: bytes | bytearray, start: int, stop: int, mask: bytes) -> None:
+        """``add`` for a piece of an uncompressed message: unmasked straight into the message buffer."""
+        buffer = self.buffer
+        at = len(buffer)
+        unmask_onto(buffer, data, start, stop, mask)
+        if self.utf8 is not None:
+            self.check_utf8(self.utf8, buffer[at:])
 
     def finish(self) -> FrameEvent:
         """The open message's last frame is in: the message event, and a clean slate."""
@@ -619,7 +612,7 @@ class FrameReader:
             self.buffer += tail
 
     @staticmethod
-    def check_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes) -> None:
+    def check_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes | bytearray) -> None:
         """RFC 6455 8.1: fail (1007) on the piece of a text message where its UTF-8 turns invalid."""
         try:
             decoder.decode(chunk)
