@@ -674,9 +674,9 @@ class WSProtocol(asyncio.Protocol):
                 if self.deflate is not None:
                     self._queue_output(encode_frame(opcode, self.deflate.compress(payload), rsv1=True))
                 elif len(payload) >= _FLUSH_AT:
-                    # Large: header and payload go out without concatenating them first.
-                    self._queue_output(frame_header(opcode, len(payload)))
-                    self._queue_output(payload)
+                    # Large: written now, header and payload as they are (joining them costs more than a send).
+                    self._write(frame_header(opcode, len(payload)))
+                    self._write(payload)
                 else:
                     self._queue_output(encode_frame(opcode, payload))
                 self.messages_sent += 1
