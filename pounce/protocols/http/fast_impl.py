@@ -13,6 +13,7 @@ system call; uvloop coalesces its writes the same way).
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, BinaryIO
 
 from pounce._types import Scope
@@ -55,6 +56,7 @@ COALESCE_LIMIT = 65536
 # A body this large is written on its own instead of joined to the head: copying it costs more than a
 # second send() (see _write_parts).
 SEPARATE_WRITE = 32768
+_GATHERING_WRITES = sys.version_info >= (3, 12)
 
 
 class FastCycle(RequestResponseCycle):
@@ -318,12 +320,17 @@ class FastCycle(RequestResponseCycle):
 def _write_parts(transport: asyncio.Transport, parts: list[bytes]) -> None:
     """Write ``parts`` as one buffer, except a large last part: joining would copy it, and a second
     ``send()`` costs less than copying 32 KiB. (It goes as a memoryview: asyncio on 3.11 slices what
-    ``send()`` did not take, and slicing bytes would copy the rest once more.)"""
+    ``send()`` did not take, and slicing bytes would copy the rest once more.) From 3.12 asyncio's
+    ``writelines`` sends both in one ``sendmsg()``."""
     last = parts[-1]
     if len(last) >= SEPARATE_WRITE and type(last) is bytes:
-        if len(parts) > 1:
+        if len(parts) == 1:
+            transport.write(memoryview(last))
+        elif _GATHERING_WRITES:
+            transport.writelines([b"".join(parts[:-1]), memoryview(last)])
+        else:
             transport.write(b"".join(parts[:-1]))
-        transport.write(memoryview(last))
+            transport.write(memoryview(last))
     else:
         transport.write(b"".join(parts))
 
