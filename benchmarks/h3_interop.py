@@ -74,7 +74,8 @@ def main() -> int:
     import importlib.metadata
 
     versions = {name: _version(importlib.metadata, name) for name in ("aioquic", "bengal-zoomies")}
-    print(f"\naioquic {versions['aioquic']} client -> {args.backend} backend (bengal-zoomies {versions['bengal-zoomies']}):")
+    installed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    print(f"\naioquic client -> {args.backend} backend (Python {sys.version.split()[0]}; {installed}):")
     for case, entry in matrix.results.items():
         print(f"  {entry['outcome']:7} {case}" + (f"  [{entry['detail']}]" if "detail" in entry else ""))
     if args.json is not None:

@@ -259,6 +259,31 @@ def test_download_and_concurrent_requests(served: RunningServer, certs: Certs) -
         assert response.status == 200 and bytes(response.body) == b"%d" % i * 1000
 
 
+def test_many_requests_on_one_connection(served: RunningServer, certs: Certs) -> None:
+    """zoomies advertises 100 streams and never more; the backend raises the limit (MAX_STREAMS) as
+    streams end and drops zoomies' state for them, so a connection serves any number of requests in
+    bounded memory. A stream beyond the advertised limit closes the connection (STREAM_LIMIT_ERROR)."""
+
+    async def go() -> tuple[list[Response], int, int]:
+        client = await zoomies_connect(h3_port(served), certs.ca_pem)
+        try:
+            responses = [await client.request("GET", "/") for _ in range(150)]
+            (connection,) = served.server.http3.live  # type: ignore[union-attr]
+            kept = len(connection.session._quic._streams)  # type: ignore[attr-defined]
+            client.next_stream = 4 * 1000  # far past the limit (stream 1000 of a limit about 200)
+            refused = asyncio.ensure_future(client.request("GET", "/"))
+            code = await asyncio.wait_for(client.closed, 5)
+            refused.cancel()
+            return responses, kept, code
+        finally:
+            client.close()
+
+    responses, kept, code = asyncio.run(go())
+    assert all(r.status == 200 and bytes(r.body) == b"hello 3 https" for r in responses)
+    assert kept < 10, kept  # zoomies' state for 150 streams, minus the retired ones
+    assert code == 0x04  # STREAM_LIMIT_ERROR (RFC 9000 §4.6)
+
+
 def test_unread_body_past_the_window_is_reset(certs: Certs) -> None:
     """zoomies has no flow control: a body the app does not read is cut off at the stream window
     (H3_EXCESSIVE_LOAD), and the connection goes on serving."""
@@ -267,7 +292,7 @@ def test_unread_body_past_the_window_is_reset(certs: Certs) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] == "/hold":
-            await asyncio.sleep(5)  # never reads the body
+            await asyncio.sleep(2)  # does not read the body meanwhile
         await app(scope, receive, send)
 
     async def go(running: RunningServer) -> tuple[Response, Response]:

@@ -2,53 +2,46 @@
 H3Connection behind the seam (``pounce.protocols.http3.seam``).
 
 zoomies 0.3.x does the handshake, packet protection, ACKs, loss recovery and QPACK (static table only
-here); it talks only to zoomies clients (see README "Backends and interop"). Several things the seam
-promises zoomies does not do; what this module does instead, each where it is done:
+here); it talks only to zoomies clients (README "Backends and interop"). What the seam promises and
+zoomies does not do, and what this module does instead:
 
-* flow control: zoomies never sends MAX_DATA, MAX_STREAM_DATA or MAX_STREAMS (and cannot parse them:
-  it skips unknown frames as if they carried a length). Its receive limits are therefore lifetime
-  totals that end the whole connection with FLOW_CONTROL_ERROR. We advertise no usable limit to it
-  (``_UNBOUNDED``) and bound the request body a connection holds ourselves: a stream holding more than
-  ``stream_window`` (unread body plus an HTTP/3 frame still being assembled, as zoomies' H3 layer
-  delivers a DATA frame only once it is complete), or making the connection hold more than
-  ``connection_window``, is reset with H3_EXCESSIVE_LOAD (RFC 9114 §8.1). ``consumed`` frees our
-  count; no credit goes to the peer, as zoomies has no frame for it.
-* send credit: the peer's initial MAX_DATA and MAX_STREAM_DATA are, for zoomies, final, so what we
-  hand zoomies stays within them, and what does not fit waits here (``unsent`` reports it, and the
-  protocol's write timeout resets a stream that never gets through).
-* packet size: zoomies puts one ``send_stream_data`` call in one packet whatever its size, so bytes
-  go to it in pieces that fit a 1200-byte datagram (``_PIECE``).
-* loss: zoomies derives a packet's AEAD nonce from the packet number it expects next, not the one
-  received (RFC 9001 §5.3), so after one lost or reordered 1-RTT packet its receiver decrypts
-  nothing more and the connection stalls until the idle timeout (it also resends lost STREAM data at
-  the stream's end, not at its offset). Nothing on our side can repair that; what we do is keep loss
-  unlikely where zoomies can work at all (one host, a LAN): at most ``_IN_FLIGHT`` bytes are
-  unacknowledged, so a burst does not overrun the receiver's socket buffer (zoomies' congestion
-  window grows without limit until a loss, which is fatal here).
-* ACKs: zoomies acknowledges ACK-only packets, and its peer does too, so ACKs answer each other
-  without end; ``_Connection`` acknowledges only ack-eliciting packets (RFC 9000 §13.2.1).
-* RESET_STREAM, STOP_SENDING, PING and an application CONNECTION_CLOSE (0x1d): zoomies can receive
-  them but not send them; we build the frames and send each once in a 1-RTT packet through zoomies'
-  packet protection (``_packet``); a lost one is not sent again (nor would it help, see above).
-* GOAWAY (RFC 9114 §5.2): zoomies' H3 layer has no frame for it and opens no control stream; we open
-  the control stream (SETTINGS first, RFC 9114 §6.2.1) and write GOAWAY on it ourselves. The peer's
-  control and QPACK streams are not read (zoomies' H3 layer cannot parse a stream type), so a client's
-  SETTINGS and GOAWAY are ignored.
+* flow control: zoomies sends no MAX_DATA, MAX_STREAM_DATA or MAX_STREAMS and cannot parse them (it
+  skips an unknown frame as if it had a length); its receive limits are lifetime totals. So we
+  advertise unlimited credit (``_UNBOUNDED``; a zoomies client stops for good at a finite one) and
+  bound what a connection holds ourselves (``_check_bounds``): a request stream holding more than
+  ``stream_window`` (unread body, a DATA frame still being assembled, as zoomies delivers one only
+  once complete, and data out of order), or taking the connection past ``connection_window``, is
+  reset with H3_EXCESSIVE_LOAD (RFC 9114 §8.1). ``consumed`` frees our count only.
+* streams: zoomies advertises 100 of each direction, never raises it, and keeps every stream's state
+  (sent bytes included) until the connection ends. We retire a request stream once it is over both
+  ways (``_maybe_retire``: zoomies' state dropped, late frames ignored), raise MAX_STREAMS ourselves
+  as streams retire, and close a connection that opens more than it was given (STREAM_LIMIT_ERROR,
+  RFC 9000 §4.6). Sent bytes of a stream whose FIN is acknowledged are dropped (``_release_finished``).
+* send credit: the peer's initial MAX_DATA and MAX_STREAM_DATA are, for zoomies, final: we keep
+  within them, and what does not fit waits here (``unsent``; the protocol's write timeout resets a
+  stream that never gets through). zoomies puts each ``send_stream_data`` call in one packet, however
+  big, so it gets pieces that fit a 1200-byte datagram (``_PIECE``).
+* loss: zoomies derives the AEAD nonce from the packet number it expects, not the one received (RFC
+  9001 §5.3), so after one lost 1-RTT packet its receiver decrypts nothing more (and it resends lost
+  STREAM data at the stream's end, not its offset). We cannot repair that; we make loss unlikely where
+  zoomies can work at all (one host, a LAN): at most ``_IN_FLIGHT`` bytes unacknowledged, as
+  zoomies' congestion window grows until a loss, and only ack-eliciting packets are acknowledged
+  (``_Connection``: zoomies and its client acknowledge each other's ACKs without end).
+* frames zoomies cannot send: RESET_STREAM, STOP_SENDING, PING, MAX_STREAMS and the application
+  CONNECTION_CLOSE (0x1d) are built here and sent once in a 1-RTT packet (``_packet``); GOAWAY and
+  the SETTINGS that must come first (RFC 9114 §5.2, §6.2.1) on a control stream we open. The peer's
+  control and QPACK streams are not read (zoomies cannot parse a stream type): a client's SETTINGS
+  and GOAWAY are ignored.
 * connection IDs: zoomies keeps the client's first destination connection ID as its own, so only
-  Initials whose destination connection ID has our routing length (8 bytes) are accepted.
-* Version Negotiation and the CONNECTION_REFUSED close are built here (zoomies has neither).
-* not available: 0-RTT and Retry (``options.http3_problem`` refuses them), ALPN (zoomies' TLS sends
-  none), and RFC 9000 §7.3 connection ID authentication (zoomies sends no such transport parameters).
-* memory: zoomies keeps every byte sent on a stream, for retransmission, until the connection ends;
-  we drop that copy once a stream is finished and nothing of it is in flight, or it was reset
-  (``_release_finished``). What zoomies keeps per stream besides (some hundred bytes) stays until the
-  connection ends.
-* aioquic and other RFC 9000 clients: zoomies reads every packet number as 4 bytes (RFC 9000 §17.1
-  allows 1 to 4; aioquic's first Initial has 2), so their Initial does not decrypt and no connection
-  opens (``opened`` is False; the endpoint drops it).
+  Initials whose destination connection ID has our routing length (8 bytes) are accepted. Version
+  Negotiation and the CONNECTION_REFUSED close are built here (zoomies has neither).
+* not available: 0-RTT and Retry (``options.http3_problem`` refuses them), ALPN, connection ID
+  authentication (RFC 9000 §7.3), and RFC 9000 clients: zoomies reads every packet number as 4 bytes
+  (§17.1 allows 1 to 4; aioquic's first Initial has 2), so their Initial does not decrypt
+  (``opened`` is False and the endpoint drops it).
 
-These reach into zoomies internals (``_stream_send_queue``, ``_encrypt_short_packet``, ``_send_queue``,
-``_tls_ctx``, ``_streams``, ``_stream_buffers``), as read in bengal-zoomies 0.3.3; the ``h3`` extra
+This reaches into zoomies internals (``_stream_send_queue``, ``_encrypt_short_packet``, ``_send_queue``,
+``_tls_ctx``, ``_streams``, ``_stream_buffers``...), as read in bengal-zoomies 0.3.3; the ``h3`` extra
 pins it below 0.4.
 """
 
@@ -87,6 +80,10 @@ _H3_GOAWAY = 0x07
 _H3_SETTINGS = 0x04
 _STREAM_TYPE_CONTROL = 0x00
 _CONNECTION_REFUSED = 0x02  # RFC 9000 §20.1
+_STREAM_LIMIT_ERROR = 0x04
+# The streams of each direction zoomies lets a client open (its initial_max_streams_bidi and _uni,
+# which it never raises: see ``ZoomiesSession._maybe_retire`` for the bidirectional ones).
+_PEER_STREAMS = 100
 
 
 def _varint(value: int) -> bytes:
@@ -136,6 +133,14 @@ class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped f
         self._acks_only = _only_acks(payload)
         super()._parse_payload_frames(payload, events, **kwargs)
 
+    # The streams a datagram touched, for ``ZoomiesSession._check_bounds``: zoomies makes a stream's
+    # state at its first frame and keeps out-of-order data in it, and tells nobody.
+    touched: set[int]
+
+    def _get_or_create_stream(self, stream_id: Any) -> Any:
+        self.touched.add(stream_id.value)
+        return super()._get_or_create_stream(stream_id)
+
 
 class ZoomiesSession:
     """One connection: ``seam.QuicSession`` over zoomies."""
@@ -160,6 +165,20 @@ class ZoomiesSession:
         self._reset: set[int] = set()  # request streams we sent RESET_STREAM on
         self._control_open = False
         self._closed = False
+        self._terminated: seam.ConnectionTerminated | None = None  # our close, reported once it is sent
+        # Bytes zoomies and its H3 layer hold for a client stream (out of order, or a frame being
+        # assembled), as last counted, per stream and in all: see ``_check_bounds``.
+        self._buffered: dict[int, int] = {}
+        self._buffered_total = 0
+        # Request streams done one way or the other; done both ways, a stream is retired: zoomies'
+        # state for it is dropped, and whatever still comes for it ignored.
+        self._recv_done: set[int] = set()
+        self._send_done: set[int] = set()
+        self._retired_floor = 0  # every request stream below this index is retired, and those in:
+        self._retired_above: set[int] = set()
+        self._retired_count = 0
+        self._stream_limit = _PEER_STREAMS  # MAX_STREAMS (bidirectional) as we last advertised it
+        quic.touched = set()
 
     # seam.QuicSession
     def connection_ids(self) -> Sequence[bytes]:
@@ -167,6 +186,7 @@ class ZoomiesSession:
 
     def receive(self, data: bytes, addr: seam.Address, now: float) -> None:
         self._translate(self._quic.datagram_received(data, addr, now=now))
+        self._check_bounds()
 
     def opened(self) -> bool:
         # zoomies counts packet numbers only once a packet decrypted.
@@ -183,10 +203,13 @@ class ZoomiesSession:
     def datagrams(self, now: float) -> list[tuple[bytes, seam.Address]]:
         quic = self._quic
         self._feed()
+        packets = quic.send_datagrams(now=max(now, 1e-9))  # zoomies warns about a clock at 0
         if self._finished:
             self._release_finished()
-        packets = quic.send_datagrams(now=max(now, 1e-9))  # zoomies warns about a clock at 0
         addr = (str(quic._peer_addr[0]), int(quic._peer_addr[1]))
+        if self._terminated is not None:  # our close is in ``packets``: now the connection is over
+            self._events.append(self._terminated)
+            self._terminated = None
         return [(bytes(packet), addr) for packet in packets]
 
     def events(self) -> list[seam.SessionEvent]:
@@ -219,7 +242,7 @@ class ZoomiesSession:
         self._unconsumed_total -= size
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        if stream_id in self._reset:
+        if stream_id in self._reset or self._retired(stream_id):
             return
         self._reset.add(stream_id)
         self._drop_output(stream_id)
@@ -230,6 +253,8 @@ class ZoomiesSession:
         self._send_frames(frames)
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
+        if self._retired(stream_id):
+            return
         if self._receive_done(stream_id) or stream_id in self._discard:
             self._forget_input(stream_id)
             return
@@ -249,7 +274,7 @@ class ZoomiesSession:
             return
         self._closed = True
         quic = self._quic
-        if self._one_rtt():
+        if self._one_rtt() and error_code >= 0x100:
             # An HTTP/3 error code belongs in the application CONNECTION_CLOSE (0x1d, RFC 9000 §19.19);
             # zoomies' own close writes 0x1c, so we write the frame and mark the connection closed.
             # zoomies reads a 0x1d frame as if it had 0x1c's frame type field: with an empty reason
@@ -257,11 +282,17 @@ class ZoomiesSession:
             self._packet(_varint(0x1D) + _varint(error_code) + _varint(0) + b"\x00")
             quic._state = type(quic._state).CLOSED
         else:
-            quic.close(error_code=error_code, reason=reason)
+            quic.close(error_code=error_code, reason=reason)  # a transport error: 0x1c is right
+
+    def _violation(self, error_code: int, reason: str) -> None:
+        """Close the connection for what the peer did; the protocol learns of it once the close is sent."""
+        if not self._closed:
+            self.close(error_code, reason)
+            self._terminated = seam.ConnectionTerminated(error_code, reason)
 
     # zoomies' H3StreamSender: what its H3 layer frames, and our own control stream, wait in the outbox.
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        if stream_id in self._reset:
+        if stream_id in self._reset or self._retired(stream_id):
             return
         self._outbox.setdefault(stream_id, bytearray()).extend(data)
         if end_stream:
@@ -324,6 +355,7 @@ class ZoomiesSession:
             for frame in packet.frames
             if getattr(frame, "stream_id", None) in self._finished
         }
+        in_flight.update(stream_id for stream_id, _, _ in quic._stream_send_queue)  # not even sent yet
         for stream_id in [sid for sid in self._finished if sid not in in_flight]:
             self._finished.discard(stream_id)
             self._release(stream_id)
@@ -334,6 +366,46 @@ class ZoomiesSession:
             send = stream._send
             send._send_buffer = bytearray()
             send._buffer_start = send.sent_end  # older offsets: nothing to resend (get_data gives b"")
+        self._send_done.add(stream_id)
+        self._maybe_retire(stream_id)
+
+    # Request streams: retirement and MAX_STREAMS
+    def _maybe_retire(self, stream_id: int) -> None:
+        if stream_id not in self._send_done or stream_id not in self._recv_done:
+            return
+        self._send_done.discard(stream_id)
+        self._recv_done.discard(stream_id)
+        self._discard.discard(stream_id)
+        self._reset.discard(stream_id)
+        self._forget_stream(stream_id)
+        index = stream_id >> 2
+        self._retired_above.add(index)
+        while self._retired_floor in self._retired_above:
+            self._retired_above.discard(self._retired_floor)
+            self._retired_floor += 1
+        self._retired_count += 1
+        # RFC 9000 §4.6: zoomies never raises the 100 streams it advertises; we do, as streams retire,
+        # by half the limit at a time. Alone in its packet: zoomies (which ignores the limit anyway)
+        # cannot parse MAX_STREAMS and drops the rest of a packet after it.
+        target = self._retired_count + _PEER_STREAMS
+        if target - self._stream_limit >= _PEER_STREAMS // 2 and self._one_rtt() and not self._closed:
+            self._stream_limit = target
+            self._packet(_varint(0x12) + _varint(target))
+
+    def _retired(self, stream_id: int) -> bool:
+        if stream_id % 4:
+            return False  # only request streams retire
+        index = stream_id >> 2
+        return index < self._retired_floor or index in self._retired_above
+
+    def _forget_stream(self, stream_id: int) -> None:
+        """Drop zoomies' (and our) state for a client stream."""
+        quic = self._quic
+        quic._streams.pop(stream_id, None)
+        quic._stream_max_offsets.pop(stream_id, None)
+        self._h3._stream_buffers.pop(stream_id, None)
+        self._buffered_total -= self._buffered.pop(stream_id, 0)
+        self._unconsumed_total -= self._unconsumed.pop(stream_id, 0)
 
     def _drop_output(self, stream_id: int) -> None:
         self._outbox.pop(stream_id, None)
@@ -365,22 +437,36 @@ class ZoomiesSession:
         self._h3._stream_buffers.pop(stream_id, None)
         left = self._unconsumed.pop(stream_id, 0)
         self._unconsumed_total -= left
+        stream = self._quic._streams.get(stream_id)
+        if stream is not None:
+            stream._recv._chunks.clear()  # out of order, never to be read
+        self._buffered_total -= self._buffered.pop(stream_id, 0)
         if not self._receive_done(stream_id):
             self._discard.add(stream_id)
+        self._recv_done.add(stream_id)  # for us: what still comes is dropped, so it can retire
+        self._maybe_retire(stream_id)
 
     def _translate(self, quic_events: list[Any]) -> None:
         out = self._events
         for event in quic_events:
+            stream_id = getattr(event, "stream_id", 1)
+            if self._retired(stream_id):
+                continue  # a late or repeated frame for a stream that is over: see ``_check_bounds``
             if isinstance(event, zevents.StreamDataReceived):
-                if event.stream_id % 4 == 0:
+                if stream_id % 4 == 0:
                     self._request_data(event)
+                    if event.end_stream:
+                        self._recv_done.add(stream_id)
+                        self._maybe_retire(stream_id)
                 # Peer-initiated unidirectional streams (control, QPACK) are not read: see the docstring.
             elif isinstance(event, (zevents.StreamReset, zevents.StopSendingReceived)):
                 if event.stream_id % 4 == 0:
+                    out.append(seam.StreamReset(event.stream_id, event.error_code))
                     if isinstance(event, zevents.StreamReset):
                         self._forget_input(event.stream_id)
                         self._discard.discard(event.stream_id)  # nothing follows a RESET_STREAM
-                    out.append(seam.StreamReset(event.stream_id, event.error_code))
+                        self._recv_done.add(stream_id)
+                        self._maybe_retire(stream_id)
             elif isinstance(event, zevents.ConnectionIdIssued):
                 self._cids.append(event.connection_id)
                 out.append(seam.ConnectionIdIssued(event.connection_id))
@@ -396,8 +482,6 @@ class ZoomiesSession:
     def _request_data(self, event: Any) -> None:
         stream_id = event.stream_id
         if stream_id in self._discard:
-            if event.end_stream:
-                self._discard.discard(stream_id)
             return
         out = self._events
         for h3_event in self._h3.handle_event(event):
@@ -409,14 +493,41 @@ class ZoomiesSession:
                     self._unconsumed[stream_id] = self._unconsumed.get(stream_id, 0) + size
                     self._unconsumed_total += size
                 out.append(seam.DataReceived(stream_id, h3_event.data, h3_event.end_stream))
-        if event.end_stream and not self._h3._stream_buffers.get(stream_id):
-            return
-        # The bounds zoomies' missing flow control leaves to us (see the module docstring).
-        assembling = len(self._h3._stream_buffers.get(stream_id, b""))
-        held = assembling + self._unconsumed.get(stream_id, 0)
-        if held > self.stream_window or assembling + self._unconsumed_total > self.connection_window:
-            self.reset_stream(stream_id, seam.H3_EXCESSIVE_LOAD)
-            out.append(seam.StreamReset(stream_id, seam.H3_EXCESSIVE_LOAD))
+
+    def _check_bounds(self) -> None:
+        """The bounds zoomies' missing flow control leaves to us (see the module docstring), for the
+        client streams the last datagram touched: the stream limit we advertised (RFC 9000 §4.6), and
+        what a stream, and the connection, may hold."""
+        quic = self._quic
+        touched, quic.touched = quic.touched, set()
+        for stream_id in touched:
+            if stream_id % 2 or self._closed:
+                continue  # ours (server-initiated)
+            if self._retired(stream_id):
+                self._forget_stream(stream_id)  # zoomies made it anew for a late frame
+                continue
+            limit = self._stream_limit if stream_id % 4 == 0 else _PEER_STREAMS
+            if stream_id >> 2 >= limit:
+                self._violation(_STREAM_LIMIT_ERROR, "stream limit exceeded")
+                return
+            stream = quic._streams.get(stream_id)
+            if stream_id in self._discard:
+                if stream is not None:
+                    stream._recv._chunks.clear()  # not wanted (we stopped it), so not kept either
+                continue
+            out_of_order = sum(len(data) for _, data in stream._recv._chunks) if stream is not None else 0
+            buffered = out_of_order + len(self._h3._stream_buffers.get(stream_id, b""))
+            self._buffered_total += buffered - self._buffered.get(stream_id, 0)
+            self._buffered[stream_id] = buffered
+            held = buffered + self._unconsumed.get(stream_id, 0)
+            if held <= self.stream_window and self._buffered_total + self._unconsumed_total <= self.connection_window:
+                continue
+            if stream_id % 4 == 0:
+                self.reset_stream(stream_id, seam.H3_EXCESSIVE_LOAD)
+                self._events.append(seam.StreamReset(stream_id, seam.H3_EXCESSIVE_LOAD))
+            else:  # a control or QPACK stream cannot be reset alone (RFC 9114 §6.2.1)
+                self._violation(seam.H3_EXCESSIVE_LOAD, "unidirectional stream over its window")
+                return
 
     def _open_control_stream(self) -> None:
         if self._control_open:
