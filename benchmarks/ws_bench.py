@@ -1,7 +1,9 @@
 """WebSocket echo: Pounce (wsproto) vs ``uvicorn --ws wsproto`` and ``uvicorn --ws websockets``.
 
 Issue 5: messages per second through an echo app, small (32-byte text) and 64 KiB (binary)
-messages, one worker each.  Target: Pounce >= 1.5x Uvicorn's wsproto path.
+messages, one worker each.  Targets: Pounce >= 1.5x Uvicorn's wsproto path (issue 5, both sizes);
+at 64 KiB >= 1.5x ``uvicorn --ws wsproto`` and >= 1.0x ``uvicorn --ws websockets`` (issue 14,
+target 5; websockets unmasks in C, Pounce in pure Python: see pounce/protocols/websockets/masking.py).
 
 Each server runs alone, pinned to one CPU, with the same echo app (``echo_app`` below).  The
 client is our own asyncio client pinned to the other CPU(s): several connections, each keeping a
@@ -18,6 +20,7 @@ spend more CPU per message.
     python3 benchmarks/ws_bench.py             # 3 rounds x 5 s per size
     python3 benchmarks/ws_bench.py --quick     # 1 round x 2 s per size
     python3 benchmarks/ws_bench.py --uvloop --json out.json
+    python3 benchmarks/ws_bench.py --sizes 64KiB --rounds 5   # one size only
 """
 
 from __future__ import annotations
@@ -53,7 +56,12 @@ UVICORN_WEBSOCKETS = "uvicorn-websockets"
 UVICORN_WSPROTO_UVLOOP = "uvicorn-wsproto-uvloop"
 UVICORN_WEBSOCKETS_UVLOOP = "uvicorn-websockets-uvloop"
 ALL_SERVERS = (POUNCE, UVICORN_WSPROTO, UVICORN_WEBSOCKETS, UVICORN_WSPROTO_UVLOOP, UVICORN_WEBSOCKETS_UVLOOP)
-TARGET = (POUNCE, UVICORN_WSPROTO, 1.5)
+# (issue, size or None for every size, peer, minimum ratio of Pounce to that peer)
+TARGETS = (
+    ("5", None, UVICORN_WSPROTO, 1.5),
+    ("14 (target 5)", "64KiB", UVICORN_WSPROTO, 1.5),
+    ("14 (target 5)", "64KiB", UVICORN_WEBSOCKETS, 1.0),
+)
 
 # The app and the client are pounce.bench's (the ws-echo workload's): one engine.
 echo_app = ws_echo
@@ -110,10 +118,11 @@ def measure(spec: h.ServerSpec, cpus: h.CpuPlan, args: argparse.Namespace, round
         server = h.start_server(spec, cpus.server, log_dir=log_dir, expected_body=HTTP_BODY,
                                 startup_timeout=args.startup_timeout)
     except h.BenchError as exc:
-        return [Run(spec.name, size, round_no, ok=False, error=str(exc)) for size in SIZES]
+        return [Run(spec.name, size, round_no, ok=False, error=str(exc)) for size in args.sizes]
     runs = []
     try:
-        for size, (payload, opcode) in SIZES.items():
+        for size in args.sizes:
+            payload, opcode = SIZES[size]
             try:
                 if args.warmup > 0:
                     asyncio.run(echo_load(server.port, payload, opcode, connections=args.connections,
@@ -149,6 +158,7 @@ def run_all(specs: Sequence[h.ServerSpec], cpus: h.CpuPlan, args: argparse.Names
                     if run.ok:
                         h.log(f"[bench]     {run.size}: {run.messages_per_sec:,.0f} msg/s, "
                               f"{run.messages_per_cpu_sec:,.0f} msg per server CPU-second "
+                              f"({1e6 / run.messages_per_cpu_sec if run.messages_per_cpu_sec else 0:,.1f} us/msg) "
                               f"(server CPU {run.server_cpu:.0%}, client CPU {run.client_cpu:.0%})")
                     else:
                         h.log(f"[bench]     {run.size}: FAILED {run.error.splitlines()[0] if run.error else ''}")
@@ -166,6 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
     parser.add_argument("--connections", type=int, default=4, help="WebSocket connections (default 4)")
     parser.add_argument("--quick", action="store_true", help="1 round x 2 s per size, 0.5 s warm-up")
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of: {','.join(SIZES)}")
     parser.add_argument("--uvloop", action="store_true", help="also run both Uvicorn peers on uvloop")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(ALL_SERVERS)}")
     parser.add_argument("--cpus-server", default=None, help="CPUs for the server, taskset syntax")
@@ -174,6 +185,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    args.sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
+    if not args.sizes or any(size not in SIZES for size in args.sizes):
+        parser.error(f"--sizes takes a comma-separated subset of: {','.join(SIZES)}")
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 2.0, 0.5
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0 or not 1 <= args.connections <= 256:
@@ -200,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan) -> int:
     pounce_python = h.ensure_pounce_python(args.python)
+    # --ws wsproto needs wsproto: installed only into a venv the harness made (never a shared interpreter).
+    if Path(pounce_python).is_relative_to(h.BENCH_VENV) and h.python_info(pounce_python, ("wsproto",)).missing:
+        h._pip_install(pounce_python, ("wsproto",), 600.0)
     needs_peers = any(n != POUNCE for n in names)
     peer_python = h.ensure_bench_venv(args.peer_python) if needs_peers else None
     if peer_python and h.python_info(peer_python, ("wsproto", "websockets")).missing:
@@ -226,14 +243,14 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan) -> int:
     medians: dict[tuple[str, str, str], float] = {}
     failures: list[Run] = []
     for name in names:
-        for size in SIZES:
+        for size in args.sizes:
             good = [r for r in results if r.server == name and r.size == size and r.ok]
             for metric, attr in metrics.items():
                 values = [getattr(r, attr) for r in good]
                 medians[(name, size, metric)] = statistics.median(values) if values else 0.0
             failures += [r for r in results if r.server == name and r.size == size and not r.ok][:1]
 
-    columns = [(size, metric) for size in SIZES for metric in metrics]
+    columns = [(size, metric) for size in args.sizes for metric in metrics]
     print()
     rows = [[name, *(f"{medians[(name, size, metric)]:,.0f}" if medians[(name, size, metric)] else "FAILED"
                      for size, metric in columns)] for name in names]
@@ -249,12 +266,13 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan) -> int:
             ratios[key] = {p: h.ratio(medians[(POUNCE, size, metric)], medians[(p, size, metric)]) for p in peers}
             ratio_rows.append([f"pounce {key}", *(h.fmt_ratio(ratios[key][p]) for p in peers)])
         print(h.format_table(["ratio", *(f"/ {p}" for p in peers)], ratio_rows))
-        mine, peer, minimum = TARGET
-        if peer in peers:
-            print(f"\nIssue 5 target: {mine} / {peer} >= {minimum:.1f}x")
-            for size, metric in columns:
-                value = ratios[f"{size} {metric}"][peer]
-                print(f"  {size} {metric}: {h.fmt_ratio(value)} -> {h.verdict(value, minimum)}")
+        for issue, only, peer, minimum in TARGETS:
+            chosen = [(size, metric) for size, metric in columns if only in (None, size)]
+            if peer in peers and chosen:
+                print(f"\nIssue {issue} target: {POUNCE} / {peer} >= {minimum:.1f}x")
+                for size, metric in chosen:
+                    value = ratios[f"{size} {metric}"][peer]
+                    print(f"  {size} {metric}: {h.fmt_ratio(value)} -> {h.verdict(value, minimum)}")
 
     for run in failures:
         print(f"\n{run.server} {run.size} FAILED: {run.error}")
@@ -265,8 +283,8 @@ def run(names: Sequence[str], args: argparse.Namespace, cpus: h.CpuPlan) -> int:
             "machine": machine,
             "versions": {"pounce": pounce_versions, "peers": peer_versions},
             "commands": {s.name: list(s.argv) for s in specs},
-            "settings": {"connections": args.connections, "windows": WINDOWS, "duration": args.duration,
-                         "warmup": args.warmup, "rounds": args.rounds},
+            "settings": {"connections": args.connections, "sizes": args.sizes, "windows": WINDOWS,
+                         "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds},
             "medians": {f"{name} {size} {metric}": value for (name, size, metric), value in medians.items()},
             "ratios": ratios,
             "runs": results,
