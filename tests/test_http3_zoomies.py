@@ -333,6 +333,31 @@ def test_shutdown_mid_stream(certs: Certs) -> None:
     assert code == 0x100
 
 
+def test_refusal_and_version_negotiation(certs: Certs) -> None:
+    """What the backend builds where zoomies has nothing: a CONNECTION_REFUSED close in the client's
+    Initial keys (a full or stopping endpoint), and a Version Negotiation packet (RFC 8999 §6)."""
+    from pounce.protocols.http3.seam import InitialPacket
+    from pounce.protocols.http3.zoomies_backend import ZoomiesBackend
+
+    backend = ZoomiesBackend(
+        certfile=certs.cert, keyfile=certs.key, password=None, idle_timeout=5, stream_window=1, connection_window=1
+    )
+    client = QuicConnection(QuicConfiguration(is_client=True, ca_certs=certs.ca_pem, server_name="localhost"))
+    client.connect()
+    (initial,) = client.send_datagrams(now=1.0)
+    dcid = initial[6 : 6 + initial[5]]
+    scid_at = 7 + initial[5]
+    scid = initial[scid_at : scid_at + initial[scid_at - 1]]
+    packet = InitialPacket(1, dcid, scid)
+    refusal = backend.refuse(packet)
+    assert refusal is not None
+    closed = [e for e in client.datagram_received(refusal, ("127.0.0.1", 1), now=2.0) if isinstance(e, zevents.ConnectionClosed)]
+    assert [e.error_code for e in closed] == [0x02]  # CONNECTION_REFUSED
+    negotiation = backend.version_negotiation(packet)
+    assert negotiation[0] & 0x80 and negotiation[1:5] == bytes(4)
+    assert negotiation[5:] == bytes([len(scid)]) + scid + bytes([len(dcid)]) + dcid + b"\x00\x00\x00\x01"
+
+
 def test_cli_refuses_what_zoomies_lacks(certs: Certs) -> None:
     from click.testing import CliRunner
 
