@@ -255,11 +255,10 @@ class ZoomiesSession:
     def stop_sending(self, stream_id: int, error_code: int) -> None:
         if self._retired(stream_id):
             return
-        if self._receive_done(stream_id) or stream_id in self._discard:
-            self._forget_input(stream_id)
-            return
+        wanted = not self._receive_done(stream_id) and stream_id not in self._discard
         self._forget_input(stream_id)
-        self._send_frames(_varint(0x05) + _varint(stream_id) + _varint(error_code))
+        if wanted:
+            self._send_frames(_varint(0x05) + _varint(stream_id) + _varint(error_code))
 
     def ping(self) -> None:
         self._send_frames(b"\x01")
@@ -282,7 +281,9 @@ class ZoomiesSession:
             self._packet(_varint(0x1D) + _varint(error_code) + _varint(0) + b"\x00")
             quic._state = type(quic._state).CLOSED
         else:
-            quic.close(error_code=error_code, reason=reason)  # a transport error: 0x1c is right
+            # A transport error (0x1c is right), or before 1-RTT, where an application error is sent
+            # as APPLICATION_ERROR (RFC 9000 §10.2.3).
+            quic.close(error_code=error_code if error_code < 0x100 else 0x0C, reason=reason)
 
     def _violation(self, error_code: int, reason: str) -> None:
         """Close the connection for what the peer did; the protocol learns of it once the close is sent."""
@@ -579,16 +580,9 @@ class ZoomiesBackend:
         return (first_byte & 0x30) >> 4 == 0  # RFC 9000 §17.2: long packet type, bits 4-5
 
     def version_negotiation(self, packet: seam.InitialPacket) -> bytes:
-        # RFC 8999 §6 (zoomies builds none): our connection IDs are the client's, swapped.
-        return (
-            bytes([0x80 | 0x40])
-            + (0).to_bytes(4, "big")
-            + bytes([len(packet.source_cid)])
-            + packet.source_cid
-            + bytes([len(packet.destination_cid)])
-            + packet.destination_cid
-            + QUIC_VERSION_1.to_bytes(4, "big")
-        )
+        # RFC 8999 §6 (zoomies builds none): version 0, the client's connection IDs swapped, ours.
+        dcid, scid = packet.source_cid, packet.destination_cid
+        return b"\xc0" + bytes(4) + bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid + QUIC_VERSION_1.to_bytes(4, "big")
 
     def accept(
         self, data: bytes, packet: seam.InitialPacket, addr: seam.Address, now: float
