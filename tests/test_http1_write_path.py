@@ -210,3 +210,42 @@ def test_content_length_that_is_not_digits_is_an_app_error(declared: bytes) -> N
     with run_server(_sized, http="auto") as server, server.connect() as sock:
         sock.sendall(b"GET /abc?%s HTTP/1.1\r\n" % declared.replace(b" ", b"%20") + H + b"\r\n")
         assert b"content-length: " + declared not in wait_closed(sock)
+
+
+def test_first_chunk_after_a_flush_is_written_at_once() -> None:
+    """Server-sent events: an app sends one chunk and waits. That chunk must reach the socket within its
+    ``send`` (held to the end of the iteration it waited behind every other ready callback, 0.3-1.7 ms
+    at p50 with 200 streams); only chunks following it in the same iteration are held."""
+    log: list[object] = []
+
+    class Logged(_Transport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            log.append(bytes(data))
+
+    async def events(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(3):
+            await asyncio.sleep(0)  # the held head (and anything before) is flushed meanwhile
+            await send({"type": "http.response.body", "body": b"event%d" % i, "more_body": True})
+            log.append(f"sent {i}")
+            await send({"type": "http.response.body", "body": b"more%d" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def serve() -> None:
+        config = Config(events, http="auto", lifespan="off", log_config=None)
+        config.load()
+        protocol = config.server_config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
+        protocol.connection_made(Logged())
+        protocol.data_received(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    for i in range(3):
+        written = next(n for n, entry in enumerate(log) if isinstance(entry, bytes) and b"event%d" % i in entry)
+        assert written < log.index(f"sent {i}")
+        # The chunk sent right after it, in the same iteration, is held and leaves in a later write.
+        assert b"more%d" % i not in log[written]  # type: ignore[operator]
+    body = b"".join(entry for entry in log if isinstance(entry, bytes))
+    assert body.endswith(b"0\r\n\r\n") and all(b"more%d" % i in body for i in range(3))

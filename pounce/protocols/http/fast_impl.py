@@ -246,8 +246,15 @@ class FastCycle(RequestResponseCycle):
             if parts is None:
                 if not data:
                     return
+                if not self._queued:
+                    # The first chunk since the last flush leaves at once: an app that sends one chunk
+                    # and then waits (server-sent events, progress) must not have it held behind every
+                    # other callback of the iteration. Chunks that follow within the same iteration
+                    # are held and leave together when it ends (the flush queued here).
+                    self._queue()
+                    self.transport.write(data)
+                    return
                 parts = []
-                self._queue()
             if data:
                 parts.append(data)
                 self._out_size += len(data)
