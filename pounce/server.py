@@ -100,6 +100,9 @@ class ServerState:
         self.access_log: Callable[[], None] | None = None
         # scope["extensions"]["pounce.drain"] of every request of this worker (pounce/drain.py).
         self.drain = Drain()
+        # The scope["extensions"] dicts every plain (non-TLS) HTTP/1.1 connection of this worker shares
+        # (base.BaseHTTPProtocol._offer_extensions): plain, HTTP/1.1, HTTP/1.1 with trailers.
+        self.plain_extensions: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None = None
 
     def _events_changed(self, active: bool, requests: bool) -> None:
         self.events = self.event_bus if active else None

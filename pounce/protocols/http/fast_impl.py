@@ -575,6 +575,9 @@ class FastHTTPProtocol(BaseHTTPProtocol):
 
     def _next_request(self) -> None:
         self.cycle = None
+        # The cycle (while its app runs) holds its own reference: an idle connection need not keep the
+        # last request's scope (about 1 KiB and ten objects the garbage collector walks on every full pass).
+        self.scope = None  # type: ignore[assignment]
         self._body_received = 0
         if self._buffer:
             if not self._handling:

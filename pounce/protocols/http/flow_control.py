@@ -33,14 +33,20 @@ class FlowControl:
         self._transport = transport
         self.read_paused = False
         self.write_paused = False
-        self._is_writable_event = asyncio.Event()
-        self._is_writable_event.set()
+        # Made only when a writer has to wait: an Event and its deque of waiters are ~860 bytes, and two
+        # objects the garbage collector walks, on every connection otherwise.
+        self._is_writable_event: asyncio.Event | None = None
         self.write_timeout = write_timeout
         self._on_stall = on_stall
         self._stall_timer: asyncio.TimerHandle | None = None
 
     async def drain(self) -> None:
-        await self._is_writable_event.wait()
+        if not self.write_paused:
+            return
+        event = self._is_writable_event
+        if event is None:
+            event = self._is_writable_event = asyncio.Event()
+        await event.wait()
 
     def pause_reading(self) -> None:
         if not self.read_paused:
@@ -55,7 +61,8 @@ class FlowControl:
     def pause_writing(self) -> None:
         if not self.write_paused:
             self.write_paused = True
-            self._is_writable_event.clear()
+            if self._is_writable_event is not None:
+                self._is_writable_event.clear()
             if self.write_timeout is not None and self._stall_timer is None:
                 loop = asyncio.get_running_loop()
                 self._stall_timer = loop.call_later(self.write_timeout, self._stalled)
@@ -66,7 +73,8 @@ class FlowControl:
             self._stall_timer = None
         if self.write_paused:
             self.write_paused = False
-            self._is_writable_event.set()
+            if self._is_writable_event is not None:
+                self._is_writable_event.set()
 
     def _stalled(self) -> None:
         self._stall_timer = None
