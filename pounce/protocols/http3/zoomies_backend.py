@@ -52,16 +52,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from zoomies import QuicConfiguration, QuicConnection
+from zoomies import QuicConfiguration
 from zoomies import events as zevents
 from zoomies.crypto import CryptoPair
 from zoomies.encoding import Buffer
-from zoomies.frames.ack import pull_ack_frame
 from zoomies.h3 import H3Connection
 from zoomies.packet.builder import push_initial_packet_header
 from zoomies.recovery import SentPingFrame
 
 from pounce.protocols.http3 import seam
+from pounce.protocols.http3.zoomies_quic import _Connection, _varint
 
 QUIC_VERSION_1 = 0x00000001  # the only version zoomies speaks
 CID_LENGTH = 8  # zoomies issues 8-byte connection IDs; see the module docstring for the client's
@@ -84,62 +84,6 @@ _STREAM_LIMIT_ERROR = 0x04
 # The streams of each direction zoomies lets a client open (its initial_max_streams_bidi and _uni,
 # which it never raises: see ``ZoomiesSession._maybe_retire`` for the bidirectional ones).
 _PEER_STREAMS = 100
-
-
-def _varint(value: int) -> bytes:
-    buf = Buffer()
-    buf.push_uint_var(value)
-    return bytes(buf.data)
-
-
-def _only_acks(payload: bytes) -> bool:
-    """Whether a packet's frames are ACKs and PADDING only: a packet nobody must acknowledge."""
-    buf = Buffer(data=payload)
-    try:
-        while not buf.eof():
-            frame_type = buf.pull_uint_var()
-            if frame_type == 0x00:
-                continue
-            if frame_type not in (0x02, 0x03):
-                return False
-            pull_ack_frame(buf)
-            if frame_type == 0x03:  # ECN counts
-                for _ in range(3):
-                    buf.pull_uint_var()
-    except ValueError:
-        return False
-    return True
-
-
-class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped for mypy (< 3.14)
-    """zoomies' connection, acknowledging only ack-eliciting packets (RFC 9000 §13.2.1).
-
-    zoomies acknowledges every 1-RTT packet, ACK-only ones included, and so does its client: each
-    ACK answers the last, an ACK storm that overruns socket buffers, and a lost packet is fatal to
-    zoomies (see the module docstring). Here a packet of ACKs alone leaves the ACK state as it was.
-    """
-
-    _acks_only = False
-    _ack_needed_application: bool  # zoomies': an ACK goes out with the next datagrams
-
-    def _handle_short(self, data: bytes, buf: Any, header: Any, events: list[Any]) -> None:
-        before = self._ack_needed_application
-        self._acks_only = False
-        super()._handle_short(data, buf, header, events)
-        if self._acks_only:
-            self._ack_needed_application = before
-
-    def _parse_payload_frames(self, payload: bytes, events: list[Any], **kwargs: Any) -> None:
-        self._acks_only = _only_acks(payload)
-        super()._parse_payload_frames(payload, events, **kwargs)
-
-    # The streams a datagram touched, for ``ZoomiesSession._check_bounds``: zoomies makes a stream's
-    # state at its first frame and keeps out-of-order data in it, and tells nobody.
-    touched: set[int]
-
-    def _get_or_create_stream(self, stream_id: Any) -> Any:
-        self.touched.add(stream_id.value)
-        return super()._get_or_create_stream(stream_id)
 
 
 class ZoomiesSession:
