@@ -26,7 +26,7 @@ zoomies does not do, and what this module does instead:
   STREAM data at the stream's end, not its offset). We cannot repair that; we make loss unlikely where
   zoomies can work at all (one host, a LAN): at most ``_IN_FLIGHT`` bytes unacknowledged, as
   zoomies' congestion window grows until a loss, and only ack-eliciting packets are acknowledged
-  (``_Connection``: zoomies and its client acknowledge each other's ACKs without end).
+  (``AckingConnection``: zoomies and its client acknowledge each other's ACKs without end).
 * frames zoomies cannot send: RESET_STREAM, STOP_SENDING, PING, MAX_STREAMS and the application
   CONNECTION_CLOSE (0x1d) are built here and sent once in a 1-RTT packet (``_packet``); GOAWAY and
   the SETTINGS that must come first (RFC 9114 §5.2, §6.2.1) on a control stream we open. The peer's
@@ -61,7 +61,7 @@ from zoomies.packet.builder import push_initial_packet_header
 from zoomies.recovery import SentPingFrame
 
 from pounce.protocols.http3 import seam
-from pounce.protocols.http3.zoomies_quic import _Connection, _varint
+from pounce.protocols.http3.zoomies_quic import AckingConnection, varint
 
 QUIC_VERSION_1 = 0x00000001  # the only version zoomies speaks
 CID_LENGTH = 8  # zoomies issues 8-byte connection IDs; see the module docstring for the client's
@@ -190,9 +190,9 @@ class ZoomiesSession:
             return
         self._reset.add(stream_id)
         self._drop_output(stream_id)
-        frames = _varint(0x04) + _varint(stream_id) + _varint(error_code) + _varint(self._final_size(stream_id))
+        frames = varint(0x04) + varint(stream_id) + varint(error_code) + varint(self._final_size(stream_id))
         if not self._receive_done(stream_id):
-            frames += _varint(0x05) + _varint(stream_id) + _varint(error_code)
+            frames += varint(0x05) + varint(stream_id) + varint(error_code)
         self._forget_input(stream_id)
         self._send_frames(frames)
 
@@ -202,15 +202,15 @@ class ZoomiesSession:
         wanted = not self._receive_done(stream_id) and stream_id not in self._discard
         self._forget_input(stream_id)
         if wanted:
-            self._send_frames(_varint(0x05) + _varint(stream_id) + _varint(error_code))
+            self._send_frames(varint(0x05) + varint(stream_id) + varint(error_code))
 
     def ping(self) -> None:
         self._send_frames(b"\x01")
 
     def goaway(self, first_refused: int) -> None:
         if self._control_open and not self._closed:
-            payload = _varint(first_refused)
-            self.send_stream_data(_CONTROL_STREAM, _varint(_H3_GOAWAY) + _varint(len(payload)) + payload, False)
+            payload = varint(first_refused)
+            self.send_stream_data(_CONTROL_STREAM, varint(_H3_GOAWAY) + varint(len(payload)) + payload, False)
 
     def close(self, error_code: int, reason: str) -> None:
         if self._closed:
@@ -222,7 +222,7 @@ class ZoomiesSession:
             # zoomies' own close writes 0x1c, so we write the frame and mark the connection closed.
             # zoomies reads a 0x1d frame as if it had 0x1c's frame type field: with an empty reason
             # phrase and one PADDING byte after it, it reads the right error code (the phrase is lost).
-            self._packet(_varint(0x1D) + _varint(error_code) + _varint(0) + b"\x00")
+            self._packet(varint(0x1D) + varint(error_code) + varint(0) + b"\x00")
             quic._state = type(quic._state).CLOSED
         else:
             # A transport error (0x1c is right), or before 1-RTT, where an application error is sent
@@ -335,7 +335,7 @@ class ZoomiesSession:
         target = self._retired_count + _PEER_STREAMS
         if target - self._stream_limit >= _PEER_STREAMS // 2 and self._one_rtt() and not self._closed:
             self._stream_limit = target
-            self._packet(_varint(0x12) + _varint(target))
+            self._packet(varint(0x12) + varint(target))
 
     def _retired(self, stream_id: int) -> bool:
         if stream_id % 4:
@@ -479,7 +479,7 @@ class ZoomiesSession:
             return
         self._control_open = True
         # RFC 9114 §6.2.1: the stream type, then SETTINGS (empty: no dynamic QPACK table, defaults).
-        self.send_stream_data(_CONTROL_STREAM, _varint(_STREAM_TYPE_CONTROL) + _varint(_H3_SETTINGS) + _varint(0), False)
+        self.send_stream_data(_CONTROL_STREAM, varint(_STREAM_TYPE_CONTROL) + varint(_H3_SETTINGS) + varint(0), False)
 
 
 class ZoomiesBackend:
@@ -535,14 +535,14 @@ class ZoomiesBackend:
             return None  # zoomies would keep it as our connection ID, which routing could not find
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            quic = _Connection(self.configuration)
+            quic = AckingConnection(self.configuration)
         return ZoomiesSession(quic, packet.destination_cid, self.stream_window, self.connection_window)
 
     def refuse(self, packet: seam.InitialPacket) -> bytes | None:
         """An Initial carrying CONNECTION_CLOSE (CONNECTION_REFUSED), in the client's Initial keys."""
         crypto: Any = CryptoPair()
         crypto.setup_initial(cid=packet.destination_cid, is_client=False)
-        payload = _varint(0x1C) + _varint(_CONNECTION_REFUSED) + _varint(0) + _varint(0)
+        payload = varint(0x1C) + varint(_CONNECTION_REFUSED) + varint(0) + varint(0)
         payload += b"\x00" * 16  # PADDING: header protection samples 16 bytes past the packet number
         header = Buffer()
         push_initial_packet_header(

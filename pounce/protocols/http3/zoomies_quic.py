@@ -14,13 +14,13 @@ from zoomies.encoding import Buffer
 from zoomies.frames.ack import pull_ack_frame
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     buf = Buffer()
     buf.push_uint_var(value)
     return bytes(buf.data)
 
 
-def _only_acks(payload: bytes) -> bool:
+def only_acks(payload: bytes) -> bool:
     """Whether a packet's frames are ACKs and PADDING only: a packet nobody must acknowledge."""
     buf = Buffer(data=payload)
     try:
@@ -39,7 +39,7 @@ def _only_acks(payload: bytes) -> bool:
     return True
 
 
-class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped for mypy (< 3.14)
+class AckingConnection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped for mypy (< 3.14)
     """zoomies' connection, acknowledging only ack-eliciting packets (RFC 9000 §13.2.1).
 
     zoomies acknowledges every 1-RTT packet, ACK-only ones included, and so does its client: each
@@ -58,7 +58,7 @@ class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped f
             self._ack_needed_application = before
 
     def _parse_payload_frames(self, payload: bytes, events: list[Any], **kwargs: Any) -> None:
-        self._acks_only = _only_acks(payload)
+        self._acks_only = only_acks(payload)
         super()._parse_payload_frames(payload, events, **kwargs)
 
     # The streams a datagram touched, for ``ZoomiesSession._check_bounds``: zoomies makes a stream's
@@ -70,4 +70,4 @@ class _Connection(QuicConnection):  # type: ignore[misc]  # zoomies is untyped f
         return super()._get_or_create_stream(stream_id)
 
 
-__all__ = ["_Connection", "_varint"]
+__all__ = ["AckingConnection", "only_acks", "varint"]
