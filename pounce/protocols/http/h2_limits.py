@@ -184,10 +184,12 @@ def connection_error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes:
 class H2Connection(h2.connection.H2Connection):
     """h2's server connection, with our settings and malformed requests as stream errors (RFC 9113 §8.1.1).
 
-    h2 validates requests well (RFC 9113 §8.2, §8.3, content-length against DATA) but raises what it
-    finds as a connection error. Here, a frame that h2 rejects *after* its header block was decoded (so
-    the HPACK state is intact) and that concerns one request is answered with RST_STREAM PROTOCOL_ERROR
-    on that stream, and h2 goes on with the next frame. Everything else stays a connection error.
+    The field rules of RFC 9113 §8.2-8.3 are ours (``multiplexed.RequestHead``; h2's own header checks
+    are off). What h2 still checks of a request (content-length against DATA, trailers without
+    END_STREAM) it raises as a connection error. Here, a frame that h2 rejects *after* its header block
+    was decoded (so the HPACK state is intact) and that concerns one request is answered with
+    RST_STREAM PROTOCOL_ERROR on that stream, and h2 goes on with the next frame. Everything else stays
+    a connection error.
 
     ``on_reset`` is asked before each such reset (it charges the reset budget); when it answers False,
     the client is provoking resets faster than allowed and the connection ends (ENHANCE_YOUR_CALM).
