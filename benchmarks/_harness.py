@@ -499,6 +499,24 @@ def add_common_arguments(parser: Any, *, default_rounds: int, default_duration: 
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
 
 
+def add_server_arguments(
+    parser: Any, servers: Sequence[str], *, rounds: int, duration: float, warmup: float, load: str = "client"
+) -> None:
+    """The options of the scripts that run their own client (ws_bench, sse_bench, connections_bench)."""
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs Pounce (default: this one)")
+    parser.add_argument("--peer-python", default=None, help="GIL interpreter to build .bench-venv/ from")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds, servers interleaved (default {rounds})")
+    parser.add_argument("--duration", type=float, default=duration,
+                        help=f"measured seconds per run (default {duration:g})")
+    parser.add_argument("--warmup", type=float, default=warmup, help=f"seconds of warm-up first (default {warmup:g})")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(servers)}")
+    parser.add_argument("--cpus-server", default=None, help="CPUs for the server, taskset syntax")
+    parser.add_argument("--cpus-load", default=None, help=f"CPUs for the {load}, taskset syntax")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for a server")
+    parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
+
+
 def settings_from_args(parser: Any, args: Any, cpus: CpuPlan) -> tuple[LoadSettings, int]:
     rounds, duration, warmup = (1, 3.0, 1.0) if args.quick else args.normal_defaults
     args.rounds = rounds if args.rounds is None else args.rounds

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Iterator, Sequence
 
 from benchmarks import _harness as h
@@ -35,21 +34,6 @@ def server_spec(name: str, app: str, pounce_python: str, peer_python: str | None
         argv = (peer_python, "-m", "granian", "--interface", "asgi", "--host", h.HOST, "--port", "{port}",
                 "--workers", "1", "--log-level", "warning", "--http", "1", *granian_args, app)
     return h.checkout_spec(name, argv)
-
-
-def add_arguments(parser: argparse.ArgumentParser, *, rounds: int, duration: float, warmup: float) -> None:
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs Pounce (default: this one)")
-    parser.add_argument("--peer-python", default=None, help="GIL interpreter to build .bench-venv/ from")
-    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds, servers interleaved (default {rounds})")
-    parser.add_argument("--duration", type=float, default=duration,
-                        help=f"measured seconds per run (default {duration:g})")
-    parser.add_argument("--warmup", type=float, default=warmup, help=f"seconds of warm-up first (default {warmup:g})")
-    parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(ALL_SERVERS)}")
-    parser.add_argument("--cpus-server", default=None, help="CPUs for the server, taskset syntax")
-    parser.add_argument("--cpus-load", default=None, help="CPUs for the load (this process, wrk), taskset syntax")
-    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for a server")
-    parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
 
 
 def names_and_cpus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], h.CpuPlan]:

@@ -295,7 +295,7 @@ def ephemeral_ports() -> int:
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_arguments(parser, rounds=3, duration=5.0, warmup=1.0)
+    h.add_server_arguments(parser, t.ALL_SERVERS, rounds=3, duration=5.0, warmup=1.0, load="client and wrk")
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections at the end (default 10000)")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--pairs", type=int, default=2,

@@ -236,7 +236,7 @@ def measure(spec: h.ServerSpec, cpus: h.CpuPlan, args: argparse.Namespace, round
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_arguments(parser, rounds=3, duration=5.0, warmup=1.0)
+    h.add_server_arguments(parser, t.ALL_SERVERS, rounds=3, duration=5.0, warmup=1.0)
     parser.add_argument("--connections", type=int, default=200, help="event streams (default 200)")
     parser.add_argument("--intervals", default="20,0",
                         help="milliseconds between events, one mode each (default 20,0; 0: back to back)")

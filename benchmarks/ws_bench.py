@@ -169,21 +169,11 @@ def run_all(specs: Sequence[h.ServerSpec], cpus: h.CpuPlan, args: argparse.Names
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs Pounce (default: this one)")
-    parser.add_argument("--peer-python", default=None, help="GIL interpreter to build .bench-venv/ from")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
+    h.add_server_arguments(parser, ALL_SERVERS, rounds=3, duration=5.0, warmup=1.0)
     parser.add_argument("--connections", type=int, default=4, help="WebSocket connections (default 4)")
     parser.add_argument("--quick", action="store_true", help="1 round x 2 s per size, 0.5 s warm-up")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of: {','.join(SIZES)}")
     parser.add_argument("--uvloop", action="store_true", help="also run both Uvicorn peers on uvloop")
-    parser.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(ALL_SERVERS)}")
-    parser.add_argument("--cpus-server", default=None, help="CPUs for the server, taskset syntax")
-    parser.add_argument("--cpus-load", default=None, help="CPUs for the client, taskset syntax")
-    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for a server")
-    parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     args.sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     if not args.sizes or any(size not in SIZES for size in args.sizes):
